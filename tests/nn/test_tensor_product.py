@@ -1,0 +1,305 @@
+"""TensorProduct and friends: agreement with e3nn 0.6 (outputs and gradients), both executors, layouts, batch shapes,
+autograd (gradcheck / gradgradcheck), equivariance, torch.compile and bad inputs."""
+
+import pytest
+import torch
+
+import equitp
+from equitp.testing import assert_equivariant
+
+o3 = pytest.importorskip("e3nn.o3")
+
+BACKENDS = ["reference", "cpu"]
+DTYPES = [torch.float32, torch.float64]
+TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+
+I1, I2, IO = "3x0e+2x1o+2x2e+1x1e", "2x0e+1x1o+2x2e", "3x0e+2x1o+4x1e+2x2e+2x3o+1x0o"
+
+
+def _instructions(mode, i1=I1, i2=I2, io=IO):
+    A, B, C = o3.Irreps(i1), o3.Irreps(i2), o3.Irreps(io)
+    out = []
+    for a, (m1, r1) in enumerate(A):
+        for b, (m2, r2) in enumerate(B):
+            for c, (mo, ro) in enumerate(C):
+                if ro not in r1 * r2:
+                    continue
+                ok = {
+                    "uvw": True,
+                    "uvu": m1 == mo,
+                    "uvv": m2 == mo,
+                    "uuw": m1 == m2,
+                    "uuu": m1 == m2 == mo,
+                    "uvuv": m1 * m2 == mo,
+                }[mode]
+                if ok:
+                    has_w = True if mode == "uvw" else (len(out) % 3 != 1)
+                    if mode == "uuw" and not has_w and mo != 1:
+                        has_w = True
+                    out.append((a, b, c, mode, has_w, 1.0 + 0.25 * (len(out) % 2)))
+    return out
+
+
+def _e3nn(cls, *args, dtype, **kwargs):
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # e3nn builds its Wigner 3j buffers in the default dtype
+    try:
+        return cls(*args, **kwargs)
+    finally:
+        torch.set_default_dtype(old)
+
+
+def _to_ir_mul(x, irreps):
+    parts = []
+    for sl, (mul, ir) in zip(irreps.slices(), irreps):
+        parts.append(x[..., sl].reshape(*x.shape[:-1], mul, ir.dim).transpose(-1, -2).reshape(*x.shape[:-1], -1))
+    return torch.cat(parts, -1) if parts else x
+
+
+def _check_close(a, b, dtype, what):
+    scale = b.abs().max().clamp_min(1.0)
+    err = ((a - b).abs().max() / scale).item()
+    assert err <= TOL[dtype], f"{what}: relative error {err:.3g} > {TOL[dtype]:g}"
+
+
+@pytest.mark.parametrize("mode", ["uvw", "uvu", "uvv", "uuw", "uuu", "uvuv"])
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_matches_e3nn_every_mode(mode, shared, dtype, backend):
+    torch.manual_seed(0)
+    ins = _instructions(mode)
+    ref = _e3nn(o3.TensorProduct, I1, I2, IO, ins, shared_weights=shared, internal_weights=False, dtype=dtype)
+    tp = equitp.TensorProduct(I1, I2, IO, ins, shared_weights=shared, internal_weights=False, backend=backend)
+    assert tp.weight_numel == ref.weight_numel
+    n = 7
+    x = torch.randn(n, tp.irreps_in1.dim, dtype=dtype, requires_grad=True)
+    y = torch.randn(n, tp.irreps_in2.dim, dtype=dtype, requires_grad=True)
+    wshape = (tp.weight_numel,) if shared else (n, tp.weight_numel)
+    w = torch.randn(wshape, dtype=dtype, requires_grad=True)
+    out_ref = ref(x, y, w) if tp.weight_numel else ref(x, y)
+    out = tp(x, y, w if tp.weight_numel else None)
+    _check_close(out, out_ref, dtype, "output")
+    g = torch.randn_like(out)
+    inputs = [x, y] + ([w] if tp.weight_numel else [])
+    grads_ref = torch.autograd.grad(out_ref, inputs, g)
+    grads = torch.autograd.grad(out, inputs, g)
+    for name, a, b in zip(["x", "y", "weight"], grads, grads_ref):
+        _check_close(a, b, dtype, f"grad {name}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ir_mul_layout(dtype, backend):
+    torch.manual_seed(1)
+    ins = _instructions("uvw") + _instructions("uvu")
+    a = equitp.TensorProduct(I1, I2, IO, ins, shared_weights=False, backend=backend)
+    b = equitp.TensorProduct(I1, I2, IO, ins, shared_weights=False, layout="ir_mul", backend=backend)
+    x = torch.randn(5, a.irreps_in1.dim, dtype=dtype)
+    y = torch.randn(5, a.irreps_in2.dim, dtype=dtype)
+    w = torch.randn(5, a.weight_numel, dtype=dtype)
+    out_a = a(x, y, w)
+    out_b = b(_to_ir_mul(x, a.irreps_in1), _to_ir_mul(y, a.irreps_in2), w)
+    _check_close(out_b, _to_ir_mul(out_a, a.irreps_out), dtype, "ir_mul output")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fully_connected_full_elementwise_match_e3nn(dtype, backend):
+    torch.manual_seed(2)
+    cases = [
+        (equitp.FullyConnectedTensorProduct, o3.FullyConnectedTensorProduct, ("2x0e+3x1o+1x2e", "0e+1o+2e", "4x0e+2x1o+3x1e+2x2e"), {}),
+        (equitp.FullTensorProduct, o3.FullTensorProduct, ("2x0e+1x1o+1x2e", "1x0e+2x1o"), {}),
+        (equitp.FullTensorProduct, o3.FullTensorProduct, ("2x0e+1x1o+1x2e", "1x0e+2x1o"), {"filter_ir_out": ["1o", "2e"]}),
+        (equitp.ElementwiseTensorProduct, o3.ElementwiseTensorProduct, ("3x0e+2x1o", "1x1o+4x0e"), {}),
+    ]
+    for mine, theirs, args, kw in cases:
+        ref = _e3nn(theirs, *args, dtype=dtype, **kw)
+        tp = mine(*args, backend=backend, **kw)
+        assert tp.irreps_out == ref.irreps_out, (mine.__name__, tp.irreps_out, ref.irreps_out)
+        assert tp.weight_numel == ref.weight_numel
+        x = torch.randn(4, tp.irreps_in1.dim, dtype=dtype)
+        y = torch.randn(4, tp.irreps_in2.dim, dtype=dtype)
+        if tp.weight_numel:
+            with torch.no_grad():
+                tp.weight.copy_(ref.weight.to(torch.float32))
+            tp = tp.to(dtype)
+            ref = ref.to(dtype)
+            with torch.no_grad():
+                ref.weight.copy_(tp.weight)
+        _check_close(tp(x, y), ref(x, y), dtype, mine.__name__)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_channelwise_matches_e3nn(dtype):
+    torch.manual_seed(3)
+    i1, i2, filt = "8x0e+8x1o+8x2e", "0e+1o+2e+3o", "8x0e+8x1o+8x2e+8x3o"
+    tp = equitp.channelwise_tensor_product(i1, i2, filt)
+    A, B, F = o3.Irreps(i1), o3.Irreps(i2), o3.Irreps(filt)
+    outs, ins = [], []
+    for a, (m1, r1) in enumerate(A):
+        for b, (_, r2) in enumerate(B):
+            for r in r1 * r2:
+                if r in [ir for _, ir in F]:
+                    ins.append((a, b, len(outs), "uvu", True))
+                    outs.append((m1, r))
+    ref = _e3nn(o3.TensorProduct, A, B, o3.Irreps(outs), ins, shared_weights=False, internal_weights=False, dtype=dtype)
+    assert tp.irreps_out == ref.irreps_out and tp.weight_numel == ref.weight_numel
+    x = torch.randn(6, A.dim, dtype=dtype)
+    y = torch.randn(6, B.dim, dtype=dtype)
+    w = torch.randn(6, tp.weight_numel, dtype=dtype)
+    _check_close(tp(x, y, w), ref(x, y, w), dtype, "channelwise")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_shapes_and_broadcasting(backend, dtype):
+    torch.manual_seed(4)
+    tp = equitp.channelwise_tensor_product("3x0e+2x1o", "0e+1o", "3x0e+2x1o+2x1e", backend=backend)
+    ref = equitp.channelwise_tensor_product("3x0e+2x1o", "0e+1o", "3x0e+2x1o+2x1e", backend="reference")
+    d1, d2, nw = tp.irreps_in1.dim, tp.irreps_in2.dim, tp.weight_numel
+    for lead_x, lead_y, lead_w in [((0,), (0,), (0,)), ((1,), (1,), (1,)), ((13,), (13,), (13,)), ((2, 3), (3,), (1, 3)), ((4, 1), (1, 5), (4, 5))]:
+        x = torch.randn(*lead_x, d1, dtype=dtype)
+        y = torch.randn(*lead_y, d2, dtype=dtype)
+        w = torch.randn(*lead_w, nw, dtype=dtype)
+        out = tp(x, y, w)
+        lead = torch.broadcast_shapes(lead_x, lead_y, lead_w)
+        assert out.shape == (*lead, tp.irreps_out.dim)
+        torch.testing.assert_close(out, ref(x, y, w))
+        if out.numel():
+            # item by item: the broadcast result is the product of the broadcast items
+            xe, ye, we = torch.broadcast_tensors(x[..., :1], y[..., :1], w[..., :1])
+            del xe, ye, we
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", ["uvw", "uvu", "uvv", "uuw", "uuu", "uvuv"])
+def test_gradcheck_and_gradgradcheck(backend, mode):
+    torch.manual_seed(5)
+    i1, i2, io = "2x0e+2x1o", "2x0e+1x1o+2x1e", "2x0e+2x1o+2x1e+4x2e+1x0o+2x0o"
+    ins = _instructions(mode, i1, i2, io)[:4]
+    for shared in (True, False):
+        tp = equitp.TensorProduct(i1, i2, io, ins, shared_weights=shared, internal_weights=False, backend=backend)
+        n = 3
+        x = torch.randn(n, tp.irreps_in1.dim, dtype=torch.float64, requires_grad=True)
+        y = torch.randn(n, tp.irreps_in2.dim, dtype=torch.float64, requires_grad=True)
+        args = [x, y]
+        if tp.weight_numel:
+            w = torch.randn((tp.weight_numel,) if shared else (n, tp.weight_numel), dtype=torch.float64, requires_grad=True)
+            args.append(w)
+        f = lambda *a: tp(*a)  # noqa: E731
+        assert torch.autograd.gradcheck(f, args, fast_mode=True)
+        assert torch.autograd.gradgradcheck(f, args, fast_mode=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_equivariance(backend, dtype):
+    torch.manual_seed(6)
+    tp = equitp.FullyConnectedTensorProduct("2x0e+2x1o+1x2e+1x1e", "0e+1o+2e", "2x0e+2x1o+2x1e+2x2e+1x2o+1x3o", backend=backend)
+    tp = tp.to(dtype)
+    assert_equivariant(tp, [tp.irreps_in1, tp.irreps_in2], tp.irreps_out, dtype=dtype)
+
+
+def test_uvu_per_item_weights_equivariance_and_double_backward_forces():
+    """Forces as -dE/dr with create_graph, then a loss on forces: the MLIP training pattern."""
+    torch.manual_seed(7)
+    tp = equitp.channelwise_tensor_product("4x0e+4x1o", "0e+1o+2e", "4x0e+4x1o", backend="cpu").double()
+    ref = equitp.channelwise_tensor_product("4x0e+4x1o", "0e+1o+2e", "4x0e+4x1o", backend="reference").double()
+    r = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    feats = torch.randn(5, tp.irreps_in1.dim, dtype=torch.float64)
+    w = torch.randn(5, tp.weight_numel, dtype=torch.float64, requires_grad=True)
+
+    def energy(m):
+        sh = equitp.spherical_harmonics([0, 1, 2], r, normalize=True, normalization="component")
+        return m(feats, sh, w)[:, :4].sum()
+
+    res = []
+    for m in (tp, ref):
+        e = energy(m)
+        (forces,) = torch.autograd.grad(-e, r, create_graph=True)
+        (gw,) = torch.autograd.grad(forces.pow(2).sum(), w)
+        res.append((e.detach(), forces.detach(), gw))
+    for a, b in zip(*res):
+        torch.testing.assert_close(a, b)
+
+
+def test_torch_compile_and_create_graph():
+    torch.manual_seed(8)
+    tp = equitp.channelwise_tensor_product("4x0e+4x1o", "0e+1o", "4x0e+4x1o", backend="cpu")
+    x = torch.randn(6, tp.irreps_in1.dim, requires_grad=True)
+    y = torch.randn(6, tp.irreps_in2.dim)
+    w = torch.randn(6, tp.weight_numel)
+
+    def f(x, y, w):
+        out = tp(x, y, w)
+        (g,) = torch.autograd.grad(out.pow(2).sum(), x, create_graph=True)
+        return g.pow(2).sum()
+
+    eager = f(x, y, w)
+    compiled = torch.compile(f, fullgraph=False)(x, y, w)
+    torch.testing.assert_close(eager, compiled)
+    cf = torch.compile(lambda a, b, c: tp(a, b, c), fullgraph=True)
+    torch.testing.assert_close(cf(x, y, w), tp(x, y, w))
+
+
+def test_nan_propagates():
+    tp = equitp.channelwise_tensor_product("2x0e+2x1o", "0e+1o", "2x0e+2x1o", backend="cpu")
+    x = torch.randn(3, tp.irreps_in1.dim)
+    x[1, 0] = float("nan")
+    out = tp(x, torch.randn(3, 4), torch.randn(3, tp.weight_numel))
+    assert torch.isnan(out[1]).any() and not torch.isnan(out[0]).any()
+
+
+def test_internal_weights_and_repr():
+    tp = equitp.FullyConnectedTensorProduct("2x0e+1x1o", "1x1o", "1x0e+1x1e")
+    assert isinstance(tp.weight, torch.nn.Parameter) and tp.weight.shape == (tp.weight_numel,)
+    out = tp(torch.randn(3, 5), torch.randn(3, 3))
+    out.sum().backward()
+    assert tp.weight.grad is not None
+    assert "paths" in repr(tp) and "CG non-zeros" in repr(tp.descriptor)
+    d = tp.descriptor
+    assert hash(d) == hash(equitp.FullyConnectedTensorProduct("2x0e+1x1o", "1x1o", "1x0e+1x1e").descriptor)
+    assert d.flops(10) > 0 and d.bytes(10) > 0
+
+
+class TestBadInput:
+    def test_selection_rules(self):
+        with pytest.raises(ValueError, match="triangle"):
+            equitp.TensorProduct("1x1o", "1x1o", "1x3e", [(0, 0, 0, "uvw", True)])
+        with pytest.raises(ValueError, match="parity"):
+            equitp.TensorProduct("1x1o", "1x1o", "1x0o", [(0, 0, 0, "uvw", True)])
+
+    def test_instruction_shape_and_mode(self):
+        with pytest.raises(ValueError, match="out of range"):
+            equitp.TensorProduct("1x0e", "1x0e", "1x0e", [(1, 0, 0, "uvw", True)])
+        with pytest.raises(ValueError, match="mode"):
+            equitp.TensorProduct("1x0e", "1x0e", "1x0e", [(0, 0, 0, "xyz", True)])
+        with pytest.raises(ValueError, match="mul_out == mul_in1"):
+            equitp.TensorProduct("2x0e", "1x0e", "3x0e", [(0, 0, 0, "uvu", True)])
+        with pytest.raises(ValueError, match="normalization"):
+            equitp.TensorProduct("1x0e", "1x0e", "1x0e", [(0, 0, 0, "uvw", True)], irrep_normalization="bogus")
+
+    def test_malformed_irreps(self):
+        with pytest.raises(ValueError, match="irreps_in1.*'3q'"):
+            equitp.FullyConnectedTensorProduct("2x0e+3q", "1o", "1o")
+
+    def test_tensors(self):
+        tp = equitp.channelwise_tensor_product("2x0e+2x1o", "0e+1o", "2x0e+2x1o")
+        x, y, w = torch.randn(3, 8), torch.randn(3, 4), torch.randn(3, tp.weight_numel)
+        with pytest.raises(ValueError, match="x: expected last dimension 8"):
+            tp(torch.randn(3, 7), y, w)
+        with pytest.raises(ValueError, match="y: expected last dimension 4"):
+            tp(x, torch.randn(3, 5), w)
+        with pytest.raises(ValueError, match="weight: expected last dimension"):
+            tp(x, y, torch.randn(3, tp.weight_numel + 1))
+        with pytest.raises(TypeError, match="dtype"):
+            tp(x, y.double(), w)
+        with pytest.raises(TypeError, match="floating-point"):
+            tp(x.long(), y, w)
+        with pytest.raises(ValueError, match="broadcast"):
+            tp(x, torch.randn(4, 4), w)
+        with pytest.raises(ValueError, match="weight: this module has no internal weights"):
+            tp(x, y)
+        with pytest.raises(ValueError, match="backend"):
+            equitp.channelwise_tensor_product("2x0e", "0e", "2x0e", backend="cuda-magic")
