@@ -97,30 +97,101 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(w, x, y, z)
 
 
-def _backward(ctx, grad):
-    w, x, y, z = ctx.saved_tensors
-    ops = [w, x, y, z]
-    t = ctx.target
+def _contract_grads(desc_id, backend, weightless, t, ops, grad, needs):
+    """Gradients for the four operand slots of ``tp_contract(target=t)`` given the incoming ``grad``: for each operand
+    ``k``, the same contraction with target ``k`` and ``grad`` in slot ``t``."""
     grads = [None, None, None, None]
     for k in range(4):
-        if k == t or ops[k] is None or not ctx.needs_input_grad[4 + k]:
+        if k == t or ops[k] is None or not needs[k]:
             continue
         args = list(ops)
         args[t] = grad
         if k == 0:
             # the weight slot of a weight-gradient call carries a zero-size marker: 2-D per item, 1-D shared
-            ref = grad
-            args[0] = ref.new_empty((0, 0)) if ctx.w_batched else ref.new_empty((0,))
+            args[0] = grad.new_empty((0, 0)) if ops[0].dim() == 2 else grad.new_empty((0,))
         else:
             args[k] = None
         # paths without weights are constant in the weight: once the weight slot holds a direction (the backward of a
         # weight gradient, t == 0), only the weighted paths remain
-        weightless = ctx.weightless and t != 0
-        grads[k] = tp_contract(ctx.desc_id, k, ctx.backend, weightless, *args)
+        grads[k] = tp_contract(desc_id, k, backend, weightless and t != 0, *args)
+    return grads
+
+
+def _backward(ctx, grad):
+    ops = list(ctx.saved_tensors)
+    needs = ctx.needs_input_grad[4:]
+    if ctx.target == 3 and ctx.backend == "cpu" and sum(bool(n) for n in needs[:3]) >= 2:
+        # the fused CPU kernel: all input gradients in one pass over grad_out (numerically the same contractions)
+        gw, gx, gy = tp_backward(
+            ctx.desc_id, ctx.backend, ctx.weightless, ops[0], ops[1], ops[2], grad,
+            bool(needs[0]) and ops[0] is not None, bool(needs[1]), bool(needs[2]),
+        )  # fmt: skip
+        grads = [gw if needs[0] and ops[0] is not None else None, gx if needs[1] else None, gy if needs[2] else None, None]
+    else:
+        grads = _contract_grads(ctx.desc_id, ctx.backend, ctx.weightless, ctx.target, ops, grad, needs)
     return None, None, None, None, *grads
 
 
 tp_contract.register_autograd(_backward, setup_context=_setup_context)
+
+
+@torch.library.custom_op("equitp::tp_backward", mutates_args=())
+def tp_backward(
+    desc_id: int,
+    backend: str,
+    weightless: bool,
+    w: Optional[torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    grad: torch.Tensor,
+    need_w: bool,
+    need_x: bool,
+    need_y: bool,
+) -> List[torch.Tensor]:
+    """Fused ``[tp_contract(target=k) for k in (weight, in1, in2)]`` with ``grad`` in the output slot (CPU)."""
+    from ..executors.cpu._tensor_product import tensor_product_cpu_backward
+
+    desc = _registry[desc_id]
+    ops = [None if o is None else o.contiguous() for o in (w, x, y, grad)]
+    gw, gx, gy = tensor_product_cpu_backward(desc, ops, (need_w, need_x, need_y), weightless)
+    empty = x.new_empty(0)
+    return [empty if gw is None else gw, empty if gx is None else gx, empty if gy is None else gy]
+
+
+@tp_backward.register_fake
+def _(desc_id, backend, weightless, w, x, y, grad, need_w, need_x, need_y):
+    desc = _registry[desc_id]
+    n = x.shape[0]
+    gw = (x.new_empty((n, desc.weight_numel)) if w.dim() == 2 else x.new_empty((desc.weight_numel,))) if need_w else x.new_empty(0)
+    gx = x.new_empty((n, desc.irreps_in1.dim)) if need_x else x.new_empty(0)
+    gy = x.new_empty((n, desc.irreps_in2.dim)) if need_y else x.new_empty(0)
+    return [gw, gx, gy]
+
+
+def _bw_setup_context(ctx, inputs, output):
+    desc_id, backend, weightless, w, x, y, grad, need_w, need_x, need_y = inputs
+    ctx.desc_id, ctx.backend, ctx.weightless = desc_id, backend, weightless
+    ctx.needs = (need_w, need_x, need_y)
+    ctx.save_for_backward(w, x, y, grad)
+
+
+def _bw_backward(ctx, grads):
+    ggw, ggx, ggy = grads
+    # each output k is tp_contract(target=k; W, x, y, grad): sum the backward of each
+    ops = list(ctx.saved_tensors)
+    needs = ctx.needs_input_grad[3:7]
+    total = [None, None, None, None]
+    for k, gk in zip((0, 1, 2), (ggw, ggx, ggy)):
+        if not ctx.needs[k] or gk is None or gk.numel() == 0:
+            continue
+        args = list(ops)
+        args[k] = args[0].new_empty((0, 0)) if (k == 0 and ops[0].dim() == 2) else (args[0].new_empty((0,)) if k == 0 else None)
+        g = _contract_grads(ctx.desc_id, ctx.backend, ctx.weightless and k != 0, k, args, gk, needs)
+        total = [a if b is None else (b if a is None else a + b) for a, b in zip(total, g)]
+    return (None, None, None, *total, None, None, None)
+
+
+tp_backward.register_autograd(_bw_backward, setup_context=_bw_setup_context)
 
 
 def tensor_product(

@@ -131,77 +131,79 @@ def _mix(Cb, c_off, c_str, c_mul, T, a_mul, c_dim, Wrow, w_off, wa, wc):
                     Cs[c] += t * Wrow[wr + c * wc]
 
 
+@numba.njit(fastmath=True, cache=True)
+def _item_ff(table, ci, cj, ck, cv, Wrow, Ab, Bb, Cb, T, weightless):
+    """One item of the forward form: ``Cb += sum_paths W A B coef`` (local ir_mul buffers)."""
+    npath = table.shape[0]
+    for p in range(npath):
+        form = table[p, _FORM]
+        hasw = table[p, _HASW] != 0
+        if not hasw and not weightless:
+            continue
+        w_off = table[p, _WOFF]
+        wa = table[p, _WA]
+        wb = table[p, _WB]
+        wc = table[p, _WC]
+        a_off = table[p, _AOFF]
+        a_mul = table[p, _AMUL]
+        b_off = table[p, _BOFF]
+        b_mul = table[p, _BMUL]
+        c_off = table[p, _COFF]
+        c_mul = table[p, _CMUL]
+        c_dim = table[p, _CDIM]
+        n0 = table[p, _N0]
+        n1 = table[p, _N1]
+        a_str = table[p, _ASTR]
+        b_str = table[p, _BSTR]
+        c_str = table[p, _CSTR]
+        if form == 1:  # uvu: C[a, k] += W[a, b] T_b[k, a]
+            for b in range(b_mul):
+                _zero(T, c_dim * a_mul)
+                _contract_T(T, Ab, Bb, a_off, a_mul, a_str, b_off, b_str, b, ci, cj, ck, cv, n0, n1, False)
+                _scaled_add(Cb, c_off, c_str, T, a_mul, c_dim, Wrow, w_off + b * wb, wa, hasw)
+        elif form == 2:  # uvv: C[b, k] += W[a, b] T_a[k, b]   (roles of a and b swapped)
+            for a in range(a_mul):
+                _zero(T, c_dim * b_mul)
+                _contract_T(T, Bb, Ab, b_off, b_mul, b_str, a_off, a_str, a, cj, ci, ck, cv, n0, n1, False)
+                _scaled_add(Cb, c_off, c_str, T, b_mul, c_dim, Wrow, w_off + a * wa, wb, hasw)
+        elif form == 0:  # uvw: C[c, k] += sum_a W[a, b, c] T_b[k, a]
+            for b in range(b_mul):
+                _zero(T, c_dim * a_mul)
+                _contract_T(T, Ab, Bb, a_off, a_mul, a_str, b_off, b_str, b, ci, cj, ck, cv, n0, n1, False)
+                _mix(Cb, c_off, c_str, c_mul, T, a_mul, c_dim, Wrow, w_off + b * wb, wa, wc)
+        elif form == 3:  # uuw: C[c, k] += sum_a W[a, c] T[k, a]
+            _zero(T, c_dim * a_mul)
+            _contract_T(T, Ab, Bb, a_off, a_mul, a_str, b_off, b_str, 0, ci, cj, ck, cv, n0, n1, True)
+            if hasw:
+                _mix(Cb, c_off, c_str, c_mul, T, a_mul, c_dim, Wrow, w_off, wa, wc)
+            else:
+                for k in range(c_dim):
+                    s = 0.0
+                    for a in range(a_mul):
+                        s += T[k * a_mul + a]
+                    # a weightless path: constant along the output channel (e.g. d/dy of a weightless uvu)
+                    cr = c_off + k * c_str
+                    for c in range(c_mul):
+                        Cb[cr + c] += s
+        else:  # uuu: C[a, k] += W[a] T[k, a]
+            _zero(T, c_dim * a_mul)
+            _contract_T(T, Ab, Bb, a_off, a_mul, a_str, b_off, b_str, 0, ci, cj, ck, cv, n0, n1, True)
+            _scaled_add(Cb, c_off, c_str, T, a_mul, c_dim, Wrow, w_off, wa, hasw)
+
+
 @numba.njit(nogil=True, fastmath=True, cache=True)
 def _forward_form(table, ci, cj, ck, cv, W, w_batched, A, B, C, segA, segB, segC, transpose, tsize, z0, z1, weightless):
-    dimA = A.shape[1]
-    dimB = B.shape[1]
-    dimC = C.shape[1]
-    npath = table.shape[0]
-    if True:
-        Ab = np.empty(dimA, dtype=A.dtype)
-        Bb = np.empty(dimB, dtype=A.dtype)
-        Cb = np.empty(dimC, dtype=A.dtype)
-        T = np.empty(tsize, dtype=A.dtype)
-        for z in range(z0, z1):
-            _load(A[z], Ab, segA, transpose)
-            _load(B[z], Bb, segB, transpose)
-            _zero(Cb, dimC)
-            Wrow = W[z] if w_batched else W[0]
-            for p in range(npath):
-                form = table[p, _FORM]
-                hasw = table[p, _HASW] != 0
-                if not hasw and not weightless:
-                    continue
-                w_off = table[p, _WOFF]
-                wa = table[p, _WA]
-                wb = table[p, _WB]
-                wc = table[p, _WC]
-                a_off = table[p, _AOFF]
-                a_mul = table[p, _AMUL]
-                b_off = table[p, _BOFF]
-                b_mul = table[p, _BMUL]
-                c_off = table[p, _COFF]
-                c_mul = table[p, _CMUL]
-                c_dim = table[p, _CDIM]
-                n0 = table[p, _N0]
-                n1 = table[p, _N1]
-                a_str = table[p, _ASTR]
-                b_str = table[p, _BSTR]
-                c_str = table[p, _CSTR]
-                if form == 1:  # uvu: C[a, k] += W[a, b] T_b[k, a]
-                    for b in range(b_mul):
-                        _zero(T, c_dim * a_mul)
-                        _contract_T(T, Ab, Bb, a_off, a_mul, a_str, b_off, b_str, b, ci, cj, ck, cv, n0, n1, False)
-                        _scaled_add(Cb, c_off, c_str, T, a_mul, c_dim, Wrow, w_off + b * wb, wa, hasw)
-                elif form == 2:  # uvv: C[b, k] += W[a, b] T_a[k, b]   (roles of a and b swapped)
-                    for a in range(a_mul):
-                        _zero(T, c_dim * b_mul)
-                        _contract_T(T, Bb, Ab, b_off, b_mul, b_str, a_off, a_str, a, cj, ci, ck, cv, n0, n1, False)
-                        _scaled_add(Cb, c_off, c_str, T, b_mul, c_dim, Wrow, w_off + a * wa, wb, hasw)
-                elif form == 0:  # uvw: C[c, k] += sum_a W[a, b, c] T_b[k, a]
-                    for b in range(b_mul):
-                        _zero(T, c_dim * a_mul)
-                        _contract_T(T, Ab, Bb, a_off, a_mul, a_str, b_off, b_str, b, ci, cj, ck, cv, n0, n1, False)
-                        _mix(Cb, c_off, c_str, c_mul, T, a_mul, c_dim, Wrow, w_off + b * wb, wa, wc)
-                elif form == 3:  # uuw: C[c, k] += sum_a W[a, c] T[k, a]
-                    _zero(T, c_dim * a_mul)
-                    _contract_T(T, Ab, Bb, a_off, a_mul, a_str, b_off, b_str, 0, ci, cj, ck, cv, n0, n1, True)
-                    if hasw:
-                        _mix(Cb, c_off, c_str, c_mul, T, a_mul, c_dim, Wrow, w_off, wa, wc)
-                    else:
-                        for k in range(c_dim):
-                            s = 0.0
-                            for a in range(a_mul):
-                                s += T[k * a_mul + a]
-                            # a weightless path: constant along the output channel (e.g. d/dy of a weightless uvu)
-                            cr = c_off + k * c_str
-                            for c in range(c_mul):
-                                Cb[cr + c] += s
-                else:  # uuu: C[a, k] += W[a] T[k, a]
-                    _zero(T, c_dim * a_mul)
-                    _contract_T(T, Ab, Bb, a_off, a_mul, a_str, b_off, b_str, 0, ci, cj, ck, cv, n0, n1, True)
-                    _scaled_add(Cb, c_off, c_str, T, a_mul, c_dim, Wrow, w_off, wa, hasw)
-            _store(Cb, C[z], segC, transpose)
+    Ab = np.empty(A.shape[1], dtype=A.dtype)
+    Bb = np.empty(B.shape[1], dtype=A.dtype)
+    Cb = np.empty(C.shape[1], dtype=A.dtype)
+    T = np.empty(tsize, dtype=A.dtype)
+    for z in range(z0, z1):
+        _load(A[z], Ab, segA, transpose)
+        _load(B[z], Bb, segB, transpose)
+        _zero(Cb, C.shape[1])
+        _item_ff(table, ci, cj, ck, cv, W[z] if w_batched else W[0], Ab, Bb, Cb, T, weightless)
+        _store(Cb, C[z], segC, transpose)
+
 
 
 @numba.njit(fastmath=True, cache=True)
@@ -238,66 +240,106 @@ def _outer_into(GW, w_off, wa, wc, T, a_mul, g_dim, Gb, g_off, g_str, g_mul):
                     GW[wr + c * wc] += t * Gs[c]
 
 
+@numba.njit(fastmath=True, cache=True)
+def _item_wf(table, ci, cj, ck, cv, GWrow, Ab, Bb, Gb, T):
+    """One item of the weight form: ``GWrow += sum_paths A B G coef``."""
+    npath = table.shape[0]
+    for p in range(npath):
+        form = table[p, _FORM]
+        w_off = table[p, _WOFF]
+        wa = table[p, _WA]
+        wb = table[p, _WB]
+        wc = table[p, _WC]
+        a_off = table[p, _AOFF]
+        a_mul = table[p, _AMUL]
+        b_off = table[p, _BOFF]
+        b_mul = table[p, _BMUL]
+        g_off = table[p, _COFF]
+        g_mul = table[p, _CMUL]
+        g_dim = table[p, _CDIM]
+        n0 = table[p, _N0]
+        n1 = table[p, _N1]
+        a_str = table[p, _ASTR]
+        b_str = table[p, _BSTR]
+        g_str = table[p, _CSTR]
+        if form == 0 or form == 1:
+            for b in range(b_mul):
+                _zero(T, g_dim * a_mul)
+                _contract_T(T, Ab, Bb, a_off, a_mul, a_str, b_off, b_str, b, ci, cj, ck, cv, n0, n1, False)
+                if form == 1:  # uvu: gW[a, b] += sum_k T[k, a] G[k, a]
+                    _dot_into(GWrow, w_off + b * wb, wa, T, a_mul, g_dim, Gb, g_off, g_str)
+                else:  # uvw: gW[a, b, c] += sum_k T[k, a] G[k, c]
+                    _outer_into(GWrow, w_off + b * wb, wa, wc, T, a_mul, g_dim, Gb, g_off, g_str, g_mul)
+        elif form == 2:  # uvv: gW[a, b] += sum_k T_a[k, b] G[k, b]
+            for a in range(a_mul):
+                _zero(T, g_dim * b_mul)
+                _contract_T(T, Bb, Ab, b_off, b_mul, b_str, a_off, a_str, a, cj, ci, ck, cv, n0, n1, False)
+                _dot_into(GWrow, w_off + a * wa, wb, T, b_mul, g_dim, Gb, g_off, g_str)
+        else:
+            _zero(T, g_dim * a_mul)
+            _contract_T(T, Ab, Bb, a_off, a_mul, a_str, b_off, b_str, 0, ci, cj, ck, cv, n0, n1, True)
+            if form == 3:  # uuw: gW[a, c] += sum_k T[k, a] G[k, c]
+                _outer_into(GWrow, w_off, wa, wc, T, a_mul, g_dim, Gb, g_off, g_str, g_mul)
+            else:  # uuu: gW[a] += sum_k T[k, a] G[k, a]
+                _dot_into(GWrow, w_off, wa, T, a_mul, g_dim, Gb, g_off, g_str)
+
+
 @numba.njit(nogil=True, fastmath=True, cache=True)
 def _weight_form(table, ci, cj, ck, cv, GW, w_batched, A, B, G, segA, segB, segG, transpose, tsize, z0, z1, q):
     # GW: (N, numel) if w_batched else (nchunks, numel) partial sums, this call owning row q
-    dimA = A.shape[1]
-    dimB = B.shape[1]
-    dimG = G.shape[1]
     numel = GW.shape[1]
-    npath = table.shape[0]
-    if True:
-        Ab = np.empty(dimA, dtype=A.dtype)
-        Bb = np.empty(dimB, dtype=A.dtype)
-        Gb = np.empty(dimG, dtype=A.dtype)
-        T = np.empty(tsize, dtype=A.dtype)
-        if not w_batched:
-            _zero(GW[q], numel)
-        for z in range(z0, z1):
-            _load(A[z], Ab, segA, transpose)
-            _load(B[z], Bb, segB, transpose)
-            _load(G[z], Gb, segG, transpose)
+    Ab = np.empty(A.shape[1], dtype=A.dtype)
+    Bb = np.empty(B.shape[1], dtype=A.dtype)
+    Gb = np.empty(G.shape[1], dtype=A.dtype)
+    T = np.empty(tsize, dtype=A.dtype)
+    if not w_batched:
+        _zero(GW[q], numel)
+    for z in range(z0, z1):
+        _load(A[z], Ab, segA, transpose)
+        _load(B[z], Bb, segB, transpose)
+        _load(G[z], Gb, segG, transpose)
+        GWrow = GW[z] if w_batched else GW[q]
+        if w_batched:
+            _zero(GWrow, numel)
+        _item_wf(table, ci, cj, ck, cv, GWrow, Ab, Bb, Gb, T)
+
+
+@numba.njit(nogil=True, fastmath=True, cache=True)
+def _backward_fused(
+    t1, i1, j1, k1, v1, t2, i2, j2, k2, v2, tw, iw, jw, kw, vw,
+    W, w_batched, X, Y, G, GX, GY, GW, need_x, need_y, need_w,
+    seg1, seg2, seg3, transpose, tsize, weightless, z0, z1, q,
+):  # fmt: skip
+    """All input gradients of the forward product in one pass over the items (each operand read once):
+    ``GX = ff(t1; W, Y, G)``, ``GY = ff(t2; W, X, G)``, ``GW = wf(tw; X, Y, G)``."""
+    Xb = np.empty(X.shape[1], dtype=X.dtype)
+    Yb = np.empty(Y.shape[1], dtype=X.dtype)
+    Gb = np.empty(G.shape[1], dtype=X.dtype)
+    GXb = np.empty(X.shape[1], dtype=X.dtype)
+    GYb = np.empty(Y.shape[1], dtype=X.dtype)
+    T = np.empty(tsize, dtype=X.dtype)
+    numel = GW.shape[1]
+    if need_w and not w_batched:
+        _zero(GW[q], numel)
+    for z in range(z0, z1):
+        _load(X[z], Xb, seg1, transpose)
+        _load(Y[z], Yb, seg2, transpose)
+        _load(G[z], Gb, seg3, transpose)
+        Wrow = W[z] if w_batched else W[0]
+        if need_x:
+            _zero(GXb, X.shape[1])
+            _item_ff(t1, i1, j1, k1, v1, Wrow, Yb, Gb, GXb, T, weightless)
+            _store(GXb, GX[z], seg1, transpose)
+        if need_y:
+            _zero(GYb, Y.shape[1])
+            _item_ff(t2, i2, j2, k2, v2, Wrow, Xb, Gb, GYb, T, weightless)
+            _store(GYb, GY[z], seg2, transpose)
+        if need_w:
             GWrow = GW[z] if w_batched else GW[q]
             if w_batched:
                 _zero(GWrow, numel)
-            for p in range(npath):
-                form = table[p, _FORM]
-                w_off = table[p, _WOFF]
-                wa = table[p, _WA]
-                wb = table[p, _WB]
-                wc = table[p, _WC]
-                a_off = table[p, _AOFF]
-                a_mul = table[p, _AMUL]
-                b_off = table[p, _BOFF]
-                b_mul = table[p, _BMUL]
-                g_off = table[p, _COFF]
-                g_mul = table[p, _CMUL]
-                g_dim = table[p, _CDIM]
-                n0 = table[p, _N0]
-                n1 = table[p, _N1]
-                a_str = table[p, _ASTR]
-                b_str = table[p, _BSTR]
-                g_str = table[p, _CSTR]
-                if form == 0 or form == 1:
-                    for b in range(b_mul):
-                        _zero(T, g_dim * a_mul)
-                        _contract_T(T, Ab, Bb, a_off, a_mul, a_str, b_off, b_str, b, ci, cj, ck, cv, n0, n1, False)
-                        if form == 1:  # uvu: gW[a, b] += sum_k T[k, a] G[k, a]
-                            _dot_into(GWrow, w_off + b * wb, wa, T, a_mul, g_dim, Gb, g_off, g_str)
-                        else:  # uvw: gW[a, b, c] += sum_k T[k, a] G[k, c]
-                            _outer_into(GWrow, w_off + b * wb, wa, wc, T, a_mul, g_dim, Gb, g_off, g_str, g_mul)
-                elif form == 2:  # uvv: gW[a, b] += sum_k T_a[k, b] G[k, b]
-                    for a in range(a_mul):
-                        _zero(T, g_dim * b_mul)
-                        _contract_T(T, Bb, Ab, b_off, b_mul, b_str, a_off, a_str, a, cj, ci, ck, cv, n0, n1, False)
-                        _dot_into(GWrow, w_off + a * wa, wb, T, b_mul, g_dim, Gb, g_off, g_str)
-                else:
-                    _zero(T, g_dim * a_mul)
-                    _contract_T(T, Ab, Bb, a_off, a_mul, a_str, b_off, b_str, 0, ci, cj, ck, cv, n0, n1, True)
-                    if form == 3:  # uuw: gW[a, c] += sum_k T[k, a] G[k, c]
-                        _outer_into(GWrow, w_off, wa, wc, T, a_mul, g_dim, Gb, g_off, g_str, g_mul)
-                    else:  # uuu: gW[a] += sum_k T[k, a] G[k, a]
-                        _dot_into(GWrow, w_off, wa, T, a_mul, g_dim, Gb, g_off, g_str)
+            _item_wf(tw, iw, jw, kw, vw, GWrow, Xb, Yb, Gb, T)
+
 
 
 def _segs(irreps) -> np.ndarray:
@@ -424,3 +466,52 @@ def tensor_product_cpu(desc, target: int, operands, weightless: bool = True):
         B.numpy(), out.numpy(), plan.segs[a], plan.segs[b], plan.segs[target], transpose, plan.tsize,
     )  # fmt: skip
     return out
+
+
+def tensor_product_cpu_backward(desc, operands, needs, weightless: bool = True):
+    """All requested input gradients of the forward product in one fused pass.
+
+    Args:
+        desc: the descriptor.
+        operands: ``[W, x, y, grad_out]`` (``W`` may be None without weights).
+        needs: booleans ``(need_weight, need_x, need_y)``.
+
+    Returns:
+        ``(grad_weight, grad_x, grad_y)`` (None where not needed). Equal to ``tensor_product_cpu`` with targets 0, 1, 2.
+    """
+    W, X, Y, G = operands
+    dtype = X.dtype
+    N = X.shape[0]
+    need_w, need_x, need_y = needs
+    need_w = bool(need_w and W is not None and desc.weight_numel > 0)
+    w_batched = W is not None and W.dim() == 2
+    plan = _get_plan(desc, dtype)
+    np_dtype = X.numpy().dtype
+    gx = torch.empty((N, X.shape[1]), dtype=dtype) if need_x else None
+    gy = torch.empty((N, Y.shape[1]), dtype=dtype) if need_y else None
+    numel = desc.weight_numel
+    if need_w:
+        gw = torch.empty((N, numel), dtype=dtype) if w_batched else torch.empty((_num_threads(), numel), dtype=dtype)
+    else:
+        gw = None
+    if N == 0:
+        if need_w and not w_batched:
+            gw = torch.zeros(numel, dtype=dtype)
+        return gw, gx, gy
+    if W is None or W.numel() == 0:
+        Wn = np.zeros((1, 1), dtype=np_dtype)
+        w_batched_k = False
+    else:
+        Wn = W.numpy() if w_batched else W.reshape(1, -1).numpy()
+        w_batched_k = w_batched
+    dummy = np.zeros((1, 1), dtype=np_dtype)
+    nch = _parallel(
+        _backward_fused, N, *plan.forms[1], *plan.forms[2], *plan.weight_form,
+        Wn, w_batched_k, X.numpy(), Y.numpy(), G.numpy(),
+        gx.numpy() if need_x else dummy, gy.numpy() if need_y else dummy, gw.numpy() if need_w else dummy,
+        need_x, need_y, need_w, plan.segs[1], plan.segs[2], plan.segs[3], desc.layout == "mul_ir", plan.tsize,
+        weightless,
+    )  # fmt: skip
+    if need_w and not w_batched:
+        gw = gw[:nch].sum(0)
+    return gw, gx, gy
