@@ -1,0 +1,450 @@
+"""Expansion of the learnable weights of an equivariant convolution into its filter: padded and block.
+
+A layer maps ``in_type`` to ``out_type``. Fields are grouped by representation; every pair of representations
+``(R_in, R_out)`` with a non-empty :class:`PairBasis` (``D`` elements) owns a contiguous slice of the weights laid
+out ``(F_out, F_in, D)`` (``F_*`` the number of fields of that representation), pairs sorted by
+``(R_in.name, R_out.name)`` -- the layout of e2cnn's R2Conv, so weight vectors are interchangeable.
+
+* **padded** (e2cnn's method): per pair one dense sampled basis ``(D, O, I, S)`` (``Q_out kappa Q_in^T``, zeros of
+  the irreps blocks included) and one GEMM ``(F, D) @ (D, O*I*S)``.
+* **block**: per pair only the irreps blocks are stored (``nnz = sum_e d_out d_in S`` numbers, a CSR matrix); the
+  irreps-space kernel ``khat = M @ w^T`` is filled by a sparse kernel (numba on CPU, Triton on GPU), then
+  ``Q_out`` and ``Q_in`` are applied by two small GEMMs (skipped when a change of basis is the identity).
+
+Both produce the same filter (to rounding) and are differentiable to any order.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._basis import BasisParams, PairBasis, pair_basis
+from ._fill import FillStructure, block_fill
+from ._gspace import FieldType
+
+__all__ = ["LayerBasis", "layer_basis", "EXPANSIONS", "COST_MODEL"]
+
+EXPANSIONS = ("auto", "padded", "block")
+
+# Cost model constants (seconds per unit), fitted on a 2-core AMD EPYC (float32, CPU, torch 2.13) with
+# ``python -m equitp.bench._e2_suite --calibrate``; only their ratios matter for ``expansion="auto"``.
+COST_MODEL = {
+    "gemm_mac": 2.6e-11,  # one multiply-add of the padded GEMM (forward or backward)
+    "fill_nnz": 1.6e-10,  # one stored block number times one field pair (sparse fill, forward or backward)
+    "q_mac": 6.0e-11,  # one multiply-add of the Q_out / Q_in products (inner size O or I: memory bound)
+    "move": 2.5e-10,  # one filter element moved by a strided copy (transpose, scatter)
+    "op": 1.5e-5,  # fixed cost of one launched op
+}
+
+
+class _PairPlan:
+    """One representation pair of a layer: its basis, weight slice, and channel indices."""
+
+    def __init__(self, basis: PairBasis, start: int, n_out: int, n_in: int, out_idx: np.ndarray, in_idx: np.ndarray):
+        self.basis = basis
+        self.start = start
+        self.n_out = n_out
+        self.n_in = n_in
+        self.end = start + n_out * n_in * basis.dim
+        self.out_idx = out_idx  # (n_out * O,) channel of each output row of the pair block
+        self.in_idx = in_idx
+        self.out_contiguous = bool(np.all(np.diff(out_idx) == 1))
+        self.in_contiguous = bool(np.all(np.diff(in_idx) == 1))
+
+
+class _DeviceTensors:
+    """Per (dtype, device) tensors of a layer plan, built lazily."""
+
+    def __init__(self):
+        self.padded: list | None = None
+        self.block: list | None = None
+        self.index: list | None = None
+        self.bias: torch.Tensor | None = None
+        self.std: torch.Tensor | None = None
+
+
+_STRUCT_CACHE: dict[tuple, Any] = {}
+_STRUCT_LOCK = threading.Lock()
+
+
+def _shared(key: tuple, build):
+    """Tensors derived from a :class:`PairBasis`, shared by all layers that use it (per dtype / device)."""
+    value = _STRUCT_CACHE.get(key)
+    if value is None:
+        with _STRUCT_LOCK:
+            value = _STRUCT_CACHE.get(key)
+            if value is None:
+                value = build()
+                _STRUCT_CACHE[key] = value
+    return value
+
+
+class LayerBasis:
+    """The kernel basis of a layer ``in_type -> out_type`` and the two ways of expanding weights into filters.
+
+    Args:
+        in_type, out_type: field types of one space.
+        params: sampling parameters (:func:`basis_params`).
+
+    Attributes:
+        dim: number of weights.
+        pairs: the representation pairs with a non-empty basis, in weight order.
+    """
+
+    def __init__(self, in_type: FieldType, out_type: FieldType, params: BasisParams):
+        if not isinstance(in_type, FieldType):
+            raise TypeError(f"in_type must be a FieldType; got {type(in_type).__name__}")
+        if not isinstance(out_type, FieldType):
+            raise TypeError(f"out_type must be a FieldType; got {type(out_type).__name__}")
+        if in_type.gspace != out_type.gspace:
+            raise ValueError(
+                f"in_type and out_type must belong to the same space; got {in_type.gspace} and {out_type.gspace}"
+            )
+        self.in_type = in_type
+        self.out_type = out_type
+        self.params = params
+        self.kernel_size = params.kernel_size
+        S = params.num_points
+
+        def fields(ft: FieldType) -> dict[str, tuple]:
+            by_name: dict[str, list] = defaultdict(list)
+            rep_of: dict[str, Any] = {}
+            for f, (start, r) in enumerate(zip(ft.field_starts, ft.representations)):
+                if r.name in rep_of and rep_of[r.name] != r:
+                    raise ValueError(f"two different representations named {r.name!r} in one field type")
+                rep_of[r.name] = r
+                by_name[r.name].append(start)
+            return {n: (rep_of[n], starts) for n, (starts) in by_name.items()}
+
+        ins = fields(in_type)
+        outs = fields(out_type)
+        self.pairs: list[_PairPlan] = []
+        start = 0
+        for in_name, out_name in sorted((a, b) for a in ins for b in outs):
+            r_in, in_starts = ins[in_name]
+            r_out, out_starts = outs[out_name]
+            basis = pair_basis(r_in, r_out, params)
+            if basis.dim == 0:
+                continue
+            out_idx = (np.array(out_starts)[:, None] + np.arange(r_out.size)[None, :]).reshape(-1)
+            in_idx = (np.array(in_starts)[:, None] + np.arange(r_in.size)[None, :]).reshape(-1)
+            plan = _PairPlan(basis, start, len(out_starts), len(in_starts), out_idx, in_idx)
+            self.pairs.append(plan)
+            start = plan.end
+        self.dim = start
+        if self.dim == 0:
+            raise ValueError(
+                f"the kernel basis from {in_type} to {out_type} is empty for {params}: increase kernel_size, "
+                "rings, sigma or frequencies_cutoff"
+            )
+        self.num_points = S
+        self.single = (
+            len(self.pairs) == 1
+            and self.pairs[0].n_out * self.pairs[0].basis.out_size == out_type.size
+            and self.pairs[0].n_in * self.pairs[0].basis.in_size == in_type.size
+            and self.pairs[0].out_contiguous
+            and self.pairs[0].in_contiguous
+        )
+        self._bias_np = self._bias_expansion()
+        self._device: dict[tuple, _DeviceTensors] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ descriptive
+    def __repr__(self) -> str:
+        return (
+            f"LayerBasis({self.in_type} -> {self.out_type}, kernel_size={self.kernel_size}, dim={self.dim}, "
+            f"pairs={len(self.pairs)})"
+        )
+
+    @property
+    def num_bias(self) -> int:
+        return self._bias_np.shape[1]
+
+    def _bias_expansion(self) -> np.ndarray:
+        """``(C_out, T)``: the columns of each output field's ``Q`` that carry a trivial irrep."""
+        cols = []
+        for start, r in zip(self.out_type.field_starts, self.out_type.representations):
+            p = 0
+            for ir in r.irreps:
+                if ir.is_trivial():
+                    c = np.zeros(self.out_type.size)
+                    c[start:start + r.size] = r.change_of_basis[:, p]
+                    cols.append(c)
+                p += ir.size
+        if not cols:
+            return np.zeros((self.out_type.size, 0))
+        return np.stack(cols, 1)
+
+    def he_init_std(self) -> np.ndarray:
+        """Per-weight standard deviations of e2cnn's generalised He initialisation, ``(dim,)`` float64.
+
+        For a weight of element ``e`` into output irrep position ``o``: ``1 / sqrt(n_types(o) * n(e.in_irrep, o))``
+        with ``n_types(o)`` the number of distinct input irreps feeding ``o`` and ``n(psi, o)`` the number of
+        basis elements (over all input fields) from irrep ``psi`` into ``o``.
+        """
+        counts: dict[tuple, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for p in self.pairs:
+            b = p.basis
+            for oo, name in zip(b.out_position, b.in_irrep_names):
+                counts[(b.out_repr.name, int(oo))][name] += p.n_in
+        std = np.empty(self.dim)
+        for p in self.pairs:
+            b = p.basis
+            per = np.array(
+                [
+                    1.0 / math.sqrt(len(counts[(b.out_repr.name, int(oo))]) * counts[(b.out_repr.name, int(oo))][name])
+                    for oo, name in zip(b.out_position, b.in_irrep_names)
+                ]
+            )
+            std[p.start:p.end] = np.broadcast_to(per, (p.n_out, p.n_in, b.dim)).reshape(-1)
+        return std
+
+    def he_init_std_tensor(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """:meth:`he_init_std` as a cached tensor."""
+        t = self._tensors(dtype, device)
+        if t.std is None:
+            t.std = torch.tensor(self.he_init_std(), dtype=dtype, device=device)
+        return t.std
+
+    def padding_ratio(self) -> float:
+        """Dense basis size over stored block size, summed over pairs (``sum D O I S / sum nnz``)."""
+        dense = sum(p.basis.dim * p.basis.out_size * p.basis.in_size * self.num_points for p in self.pairs)
+        nnz = sum(p.basis.nnz for p in self.pairs)
+        return dense / nnz
+
+    def stored_bytes(self, expansion: str, dtype: torch.dtype = torch.float32) -> int:
+        """Bytes of basis data one expansion keeps (values, indices, change-of-basis matrices)."""
+        item = torch.empty((), dtype=dtype).element_size()
+        total = 0
+        seen = set()
+        for p in self.pairs:
+            b = p.basis
+            if b in seen:
+                continue
+            seen.add(b)
+            if expansion == "padded":
+                total += b.dim * b.out_size * b.in_size * self.num_points * item
+            elif expansion == "block":
+                rows = b.out_size * b.in_size * self.num_points
+                total += 2 * b.nnz * (item + 4) + (rows + 1 + b.dim + 1) * 8
+                if not b.out_repr.identity_change_of_basis:
+                    total += b.out_size ** 2 * item
+                if not b.in_repr.identity_change_of_basis:
+                    total += b.in_size ** 2 * item
+            else:
+                raise ValueError(f"expansion must be 'padded' or 'block'; got {expansion!r}")
+        return total
+
+    def flops(self, expansion: str) -> int:
+        """Floating-point operations of one forward expansion (multiply-adds count 2)."""
+        S = self.num_points
+        total = 0
+        for p in self.pairs:
+            b = p.basis
+            F = p.n_out * p.n_in
+            if expansion == "padded":
+                total += 2 * F * b.dim * b.out_size * b.in_size * S
+            elif expansion == "block":
+                total += 2 * F * b.nnz
+                elems = F * b.out_size * b.in_size * S
+                if not b.out_repr.identity_change_of_basis:
+                    total += 2 * elems * b.out_size
+                if not b.in_repr.identity_change_of_basis:
+                    total += 2 * elems * b.in_size
+            else:
+                raise ValueError(f"expansion must be 'padded' or 'block'; got {expansion!r}")
+        return total
+
+    def predicted_seconds(self, expansion: str, backward: bool = True) -> float:
+        """Cost-model time of one expansion (forward, plus backward if ``backward``), see :data:`COST_MODEL`."""
+        c = COST_MODEL
+        S = self.num_points
+        t = 0.0
+        passes = 2.0 if backward else 1.0
+        for p in self.pairs:
+            b = p.basis
+            F = p.n_out * p.n_in
+            elems = F * b.out_size * b.in_size * S
+            if expansion == "padded":
+                t += passes * (c["gemm_mac"] * F * b.dim * b.out_size * b.in_size * S + c["move"] * elems)
+                t += passes * 3 * c["op"]
+            elif expansion == "block":
+                nq = 0
+                q = 0
+                if not b.out_repr.identity_change_of_basis:
+                    q += b.out_size
+                    nq += 1
+                if not b.in_repr.identity_change_of_basis:
+                    q += b.in_size
+                    nq += 1
+                t += passes * (c["fill_nnz"] * F * b.nnz + c["q_mac"] * elems * q + 2 * c["move"] * elems)
+                t += passes * (4 + nq) * c["op"]
+            else:
+                raise ValueError(f"expansion must be 'padded' or 'block'; got {expansion!r}")
+        if not self.single:
+            t += passes * c["move"] * self.out_type.size * self.in_type.size * S
+        return t
+
+    def choose_expansion(self) -> str:
+        """``"block"`` or ``"padded"``, whichever the cost model predicts faster for forward + backward."""
+        return "block" if self.predicted_seconds("block") < self.predicted_seconds("padded") else "padded"
+
+    # ------------------------------------------------------------------ tensors
+    def _tensors(self, dtype: torch.dtype, device: torch.device) -> _DeviceTensors:
+        key = (dtype, device)
+        t = self._device.get(key)
+        if t is None:
+            with self._lock:
+                t = self._device.get(key)
+                if t is None:
+                    t = _DeviceTensors()
+                    self._device[key] = t
+        return t
+
+    def _padded_tensors(self, dtype: torch.dtype, device: torch.device) -> list:
+        t = self._tensors(dtype, device)
+        if t.padded is None:
+            t.padded = [
+                _shared(
+                    ("padded", p.basis, dtype, device),
+                    lambda b=p.basis: torch.tensor(b.dense(), dtype=dtype, device=device).reshape(b.dim, -1),
+                )
+                for p in self.pairs
+            ]
+        return t.padded
+
+    def _block_tensors(self, dtype: torch.dtype, device: torch.device) -> list:
+        t = self._tensors(dtype, device)
+        if t.block is None:
+            out = []
+            for p in self.pairs:
+                b = p.basis
+
+                def build(b=b):
+                    s = FillStructure(b.fill_arrays(), b.out_size * b.in_size, b.dim, dtype, device)
+                    qo = None
+                    qi = None
+                    if not b.out_repr.identity_change_of_basis:
+                        qo = torch.tensor(b.out_repr.change_of_basis, dtype=dtype, device=device)
+                    if not b.in_repr.identity_change_of_basis:
+                        qi = torch.tensor(b.in_repr.change_of_basis, dtype=dtype, device=device)
+                    return s, qo, qi
+
+                out.append(_shared(("block", b, dtype, device), build))
+            t.block = out
+        return t.block
+
+    def _index_tensors(self, device: torch.device) -> list:
+        t = self._tensors(torch.int64, device)
+        if t.index is None:
+            t.index = [
+                (
+                    torch.as_tensor(p.out_idx, device=device).view(-1, 1),
+                    torch.as_tensor(p.in_idx, device=device).view(1, -1),
+                )
+                for p in self.pairs
+            ]
+        return t.index
+
+    def bias_expansion(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """``(C_out, T)`` matrix mapping the ``T`` bias parameters (one per trivial irrep) to channels."""
+        t = self._tensors(dtype, device)
+        if t.bias is None:
+            t.bias = torch.as_tensor(self._bias_np, dtype=dtype, device=device)
+        return t.bias
+
+    # ------------------------------------------------------------------ expansion
+    def _check_weights(self, weights: torch.Tensor) -> None:
+        if not isinstance(weights, torch.Tensor):
+            raise TypeError(f"weights must be a torch.Tensor; got {type(weights).__name__}")
+        if weights.dim() != 1 or weights.shape[0] != self.dim:
+            raise ValueError(f"weights must have shape ({self.dim},); got {tuple(weights.shape)}")
+        if not weights.is_floating_point():
+            raise TypeError(f"weights must be a floating-point tensor; got {weights.dtype}")
+
+    def _assemble(self, blocks: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+        """Place per-pair ``(F_o*O, F_i*I, S)`` blocks into the ``(C_out, C_in, S)`` filter."""
+        S = self.num_points
+        if self.single:
+            return blocks[0]
+        filt = weights.new_zeros((self.out_type.size, self.in_type.size, S))
+        index = self._index_tensors(weights.device)
+        for p, blk, (oi, ii) in zip(self.pairs, blocks, index):
+            if p.out_contiguous and p.in_contiguous:
+                o0, i0 = int(p.out_idx[0]), int(p.in_idx[0])
+                filt[o0:o0 + len(p.out_idx), i0:i0 + len(p.in_idx)] = blk
+            else:
+                filt[oi, ii] = blk
+        return filt
+
+    def expand_padded(self, weights: torch.Tensor) -> torch.Tensor:
+        """Filter ``(C_out, C_in, k, k)`` by the padded expansion (one GEMM per representation pair)."""
+        self._check_weights(weights)
+        dense = self._padded_tensors(weights.dtype, weights.device)
+        blocks = []
+        for p, B in zip(self.pairs, dense):
+            b = p.basis
+            w = weights[p.start:p.end].view(p.n_out * p.n_in, b.dim)
+            k = torch.mm(w, B).view(p.n_out, p.n_in, b.out_size, b.in_size, self.num_points)
+            blocks.append(k.transpose(1, 2).reshape(p.n_out * b.out_size, p.n_in * b.in_size, self.num_points))
+        return self._assemble(blocks, weights).view(
+            self.out_type.size, self.in_type.size, self.kernel_size, self.kernel_size
+        )
+
+    def expand_block(self, weights: torch.Tensor, executor: str = "auto") -> torch.Tensor:
+        """Filter ``(C_out, C_in, k, k)`` by the block expansion (sparse fill, then ``Q_out``, ``Q_in``).
+
+        Args:
+            weights: ``(dim,)``.
+            executor: block-fill kernel, ``"auto"``, ``"numba"``, ``"triton"`` or ``"torch"``.
+        """
+        self._check_weights(weights)
+        tensors = self._block_tensors(weights.dtype, weights.device)
+        S = self.num_points
+        blocks = []
+        for p, (struct, qo, qi) in zip(self.pairs, tensors):
+            b = p.basis
+            O, I = b.out_size, b.in_size
+            F = p.n_out * p.n_in
+            w = weights[p.start:p.end].view(F, b.dim)
+            khat = block_fill(struct, w, executor)  # (O*I, F, S): rows (o, i), columns (f_out, f_in)
+            if qo is not None:
+                khat = torch.mm(qo, khat.view(O, I * F * S))
+            if qi is not None:
+                khat = torch.matmul(qi, khat.view(O, I, F * S))
+            k = khat.view(O, I, p.n_out, p.n_in, S).permute(2, 0, 3, 1, 4)
+            blocks.append(k.reshape(p.n_out * O, p.n_in * I, S))
+        return self._assemble(blocks, weights).view(
+            self.out_type.size, self.in_type.size, self.kernel_size, self.kernel_size
+        )
+
+    def expand(self, weights: torch.Tensor, expansion: str = "padded", executor: str = "auto") -> torch.Tensor:
+        """Filter ``(C_out, C_in, k, k)`` from ``weights`` (``(dim,)``) by ``expansion`` ``"padded"``/``"block"``."""
+        if expansion == "padded":
+            return self.expand_padded(weights)
+        if expansion == "block":
+            return self.expand_block(weights, executor)
+        raise ValueError(f"expansion must be 'padded' or 'block'; got {expansion!r}")
+
+
+_LAYER_CACHE: dict[tuple, LayerBasis] = {}
+_LAYER_LOCK = threading.Lock()
+
+
+def layer_basis(in_type: FieldType, out_type: FieldType, params: BasisParams) -> LayerBasis:
+    """Cached :class:`LayerBasis`: identical layers of a network share one object (and its device tensors)."""
+    key = (in_type, out_type, params)
+    lb = _LAYER_CACHE.get(key)
+    if lb is None:
+        with _LAYER_LOCK:
+            lb = _LAYER_CACHE.get(key)
+            if lb is None:
+                lb = LayerBasis(in_type, out_type, params)
+                _LAYER_CACHE[key] = lb
+    return lb
