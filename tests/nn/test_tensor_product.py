@@ -9,7 +9,22 @@ from equitp.testing import assert_equivariant
 
 o3 = pytest.importorskip("e3nn.o3")
 
-BACKENDS = ["reference", "cpu"]
+BACKENDS = ["reference", "cpu", "cpu-channels", "cpu-items"]
+
+
+@pytest.fixture(autouse=True)
+def _kernel_family(request, monkeypatch):
+    """``cpu-channels`` / ``cpu-items``: the CPU backend with its channel-vectorised or item-blocked kernels forced."""
+    from equitp.executors.cpu import _tensor_product as cpu
+
+    backend = request.node.callspec.params.get("backend") if hasattr(request.node, "callspec") else None
+    if backend in ("cpu-channels", "cpu-items"):
+        monkeypatch.setattr(cpu, "KERNEL_FAMILY", backend.split("-")[1])
+    yield
+
+
+def _be(backend):
+    return "cpu" if backend.startswith("cpu") else backend
 DTYPES = [torch.float32, torch.float64]
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 
@@ -70,7 +85,7 @@ def test_matches_e3nn_every_mode(mode, shared, dtype, backend):
     torch.manual_seed(0)
     ins = _instructions(mode)
     ref = _e3nn(o3.TensorProduct, I1, I2, IO, ins, shared_weights=shared, internal_weights=False, dtype=dtype)
-    tp = equitp.TensorProduct(I1, I2, IO, ins, shared_weights=shared, internal_weights=False, backend=backend)
+    tp = equitp.TensorProduct(I1, I2, IO, ins, shared_weights=shared, internal_weights=False, backend=_be(backend))
     assert tp.weight_numel == ref.weight_numel
     n = 7
     x = torch.randn(n, tp.irreps_in1.dim, dtype=dtype, requires_grad=True)
@@ -93,8 +108,8 @@ def test_matches_e3nn_every_mode(mode, shared, dtype, backend):
 def test_ir_mul_layout(dtype, backend):
     torch.manual_seed(1)
     ins = _instructions("uvw") + _instructions("uvu")
-    a = equitp.TensorProduct(I1, I2, IO, ins, shared_weights=False, backend=backend)
-    b = equitp.TensorProduct(I1, I2, IO, ins, shared_weights=False, layout="ir_mul", backend=backend)
+    a = equitp.TensorProduct(I1, I2, IO, ins, shared_weights=False, backend=_be(backend))
+    b = equitp.TensorProduct(I1, I2, IO, ins, shared_weights=False, layout="ir_mul", backend=_be(backend))
     x = torch.randn(5, a.irreps_in1.dim, dtype=dtype)
     y = torch.randn(5, a.irreps_in2.dim, dtype=dtype)
     w = torch.randn(5, a.weight_numel, dtype=dtype)
@@ -115,7 +130,7 @@ def test_fully_connected_full_elementwise_match_e3nn(dtype, backend):
     ]
     for mine, theirs, args, kw in cases:
         ref = _e3nn(theirs, *args, dtype=dtype, **kw)
-        tp = mine(*args, backend=backend, **kw)
+        tp = mine(*args, backend=_be(backend), **kw)
         assert tp.irreps_out == ref.irreps_out, (mine.__name__, tp.irreps_out, ref.irreps_out)
         assert tp.weight_numel == ref.weight_numel
         x = torch.randn(4, tp.irreps_in1.dim, dtype=dtype)
@@ -155,7 +170,7 @@ def test_channelwise_matches_e3nn(dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_batch_shapes_and_broadcasting(backend, dtype):
     torch.manual_seed(4)
-    tp = equitp.channelwise_tensor_product("3x0e+2x1o", "0e+1o", "3x0e+2x1o+2x1e", backend=backend)
+    tp = equitp.channelwise_tensor_product("3x0e+2x1o", "0e+1o", "3x0e+2x1o+2x1e", backend=_be(backend))
     ref = equitp.channelwise_tensor_product("3x0e+2x1o", "0e+1o", "3x0e+2x1o+2x1e", backend="reference")
     d1, d2, nw = tp.irreps_in1.dim, tp.irreps_in2.dim, tp.weight_numel
     for lead_x, lead_y, lead_w in [((0,), (0,), (0,)), ((1,), (1,), (1,)), ((13,), (13,), (13,)), ((2, 3), (3,), (1, 3)), ((4, 1), (1, 5), (4, 5))]:
@@ -179,7 +194,7 @@ def test_gradcheck_and_gradgradcheck(backend, mode):
     i1, i2, io = "2x0e+2x1o", "2x0e+1x1o+2x1e", "2x0e+2x1o+2x1e+4x2e+1x0o+2x0o"
     ins = _instructions(mode, i1, i2, io)[:4]
     for shared in (True, False):
-        tp = equitp.TensorProduct(i1, i2, io, ins, shared_weights=shared, internal_weights=False, backend=backend)
+        tp = equitp.TensorProduct(i1, i2, io, ins, shared_weights=shared, internal_weights=False, backend=_be(backend))
         n = 3
         x = torch.randn(n, tp.irreps_in1.dim, dtype=torch.float64, requires_grad=True)
         y = torch.randn(n, tp.irreps_in2.dim, dtype=torch.float64, requires_grad=True)
@@ -196,7 +211,7 @@ def test_gradcheck_and_gradgradcheck(backend, mode):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_equivariance(backend, dtype):
     torch.manual_seed(6)
-    tp = equitp.FullyConnectedTensorProduct("2x0e+2x1o+1x2e+1x1e", "0e+1o+2e", "2x0e+2x1o+2x1e+2x2e+1x2o+1x3o", backend=backend)
+    tp = equitp.FullyConnectedTensorProduct("2x0e+2x1o+1x2e+1x1e", "0e+1o+2e", "2x0e+2x1o+2x1e+2x2e+1x2o+1x3o", backend=_be(backend))
     tp = tp.to(dtype)
     assert_equivariant(tp, [tp.irreps_in1, tp.irreps_in2], tp.irreps_out, dtype=dtype)
 

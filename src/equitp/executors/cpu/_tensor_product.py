@@ -365,9 +365,20 @@ class _CpuPlan:
                 # T holds c_dim x max(a_mul, b_mul)
                 tsize = max(tsize, int((table[:, 14] * np.maximum(table[:, 7], table[:, 10])).max()))
         self.tsize = tsize
+        self.blocked = _use_blocked(desc)
+        self.segW = np.asarray([[0, max(desc.weight_numel, 1), 1]], dtype=np.int64)
 
 
 _plans = {}
+
+#: kernel family override for tests and benchmarks: None (automatic), "channels" or "items"
+KERNEL_FAMILY = None
+
+
+def _blocked(plan) -> bool:
+    if KERNEL_FAMILY is None:
+        return plan.blocked
+    return KERNEL_FAMILY == "items"
 
 
 def _get_plan(desc, dtype):
@@ -443,6 +454,12 @@ def tensor_product_cpu(desc, target: int, operands, weightless: bool = True):
                 return torch.zeros(numel, dtype=dtype)
             gw = torch.empty((_num_threads(), numel), dtype=dtype)
         table, ci, cj, ck, cv = plan.weight_form
+        if _blocked(plan):
+            nch = _parallel(
+                _weight_form_blocked, N, table, ci, cj, ck, cv, gw.numpy(), w_batched, A.numpy(), B.numpy(),
+                G.numpy(), plan.segs[1], plan.segs[2], plan.segs[3], plan.segW, transpose,
+            )  # fmt: skip
+            return out if w_batched else gw[:nch].sum(0)
         nch = _parallel(
             _weight_form, N, table, ci, cj, ck, cv, gw.numpy(), w_batched, A.numpy(), B.numpy(), G.numpy(),
             plan.segs[1], plan.segs[2], plan.segs[3], transpose, plan.tsize,
@@ -461,6 +478,12 @@ def tensor_product_cpu(desc, target: int, operands, weightless: bool = True):
     else:
         Wn = W.numpy() if w_batched else W.reshape(1, -1).numpy()
     table, ci, cj, ck, cv = plan.forms[target]
+    if _blocked(plan):
+        _parallel(
+            lambda *args: _forward_form_blocked(*args[:-1], weightless), N, table, ci, cj, ck, cv, Wn, w_batched,
+            A.numpy(), B.numpy(), out.numpy(), plan.segs[a], plan.segs[b], plan.segs[target], plan.segW, transpose,
+        )  # fmt: skip
+        return out
     _parallel(
         lambda *args: _forward_form(*args[:-1], weightless), N, table, ci, cj, ck, cv, Wn, w_batched, A.numpy(),
         B.numpy(), out.numpy(), plan.segs[a], plan.segs[b], plan.segs[target], transpose, plan.tsize,
@@ -480,6 +503,13 @@ def tensor_product_cpu_backward(desc, operands, needs, weightless: bool = True):
         ``(grad_weight, grad_x, grad_y)`` (None where not needed). Equal to ``tensor_product_cpu`` with targets 0, 1, 2.
     """
     W, X, Y, G = operands
+    if _blocked(_get_plan(desc, X.dtype)):
+        # item-blocked kernels: the three gradients as three passes (small operands)
+        gw = tensor_product_cpu(desc, 0, [W.new_empty((0, 0)) if W.dim() == 2 else W.new_empty((0,)), X, Y, G]) if (
+            needs[0] and W is not None and desc.weight_numel > 0) else None
+        gx = tensor_product_cpu(desc, 1, [W, None, Y, G], weightless) if needs[1] else None
+        gy = tensor_product_cpu(desc, 2, [W, X, None, G], weightless) if needs[2] else None
+        return gw, gx, gy
     dtype = X.dtype
     N = X.shape[0]
     need_w, need_x, need_y = needs
@@ -515,3 +545,187 @@ def tensor_product_cpu_backward(desc, operands, needs, weightless: bool = True):
     if need_w and not w_batched:
         gw = gw[:nch].sum(0)
     return gw, gx, gy
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Item-blocked kernels for low multiplicities (e.g. single-channel products): the vector lanes are LANES items instead
+# of channels. A block of items is transposed into local buffers X[element, lane]; each CG non-zero and channel tuple
+# is then one vectorised multiply-add over the lanes.
+# ---------------------------------------------------------------------------------------------------------------------
+LANES = 16
+
+
+@numba.njit(fastmath=True, cache=True)
+def _load_block(src, z0, nb, dst, segs, transpose):
+    # dst[(ir_mul index) * LANES + lane] = src[z0 + lane, global index]
+    for lane in range(nb):
+        row = src[z0 + lane]
+        for s in range(segs.shape[0]):
+            off = segs[s, 0]
+            mul = segs[s, 1]
+            d = segs[s, 2]
+            for u in range(mul):
+                for i in range(d):
+                    g = off + u * d + i if transpose else off + i * mul + u
+                    dst[(off + i * mul + u) * LANES + lane] = row[g]
+    for lane in range(nb, LANES):
+        for e in range(src.shape[1]):
+            dst[e * LANES + lane] = 0.0
+
+
+@numba.njit(fastmath=True, cache=True)
+def _store_block(src, dst, z0, nb, segs, transpose):
+    for lane in range(nb):
+        row = dst[z0 + lane]
+        for s in range(segs.shape[0]):
+            off = segs[s, 0]
+            mul = segs[s, 1]
+            d = segs[s, 2]
+            for u in range(mul):
+                for i in range(d):
+                    g = off + u * d + i if transpose else off + i * mul + u
+                    row[g] = src[(off + i * mul + u) * LANES + lane]
+
+
+@numba.njit(fastmath=True, cache=True)
+def _lanes_fma(Cb, cr, Ab, ar, Bb, br, Wb, wr, coef, w_mode):
+    # Cb[cr lanes] += coef * W * A[ar lanes] * B[br lanes]; w_mode 0: W = 1, 1: scalar Wb[wr], 2: lanes Wb[wr lanes]
+    Cs = Cb[cr * LANES : cr * LANES + LANES]
+    As = Ab[ar * LANES : ar * LANES + LANES]
+    Bs = Bb[br * LANES : br * LANES + LANES]
+    if w_mode == 2:
+        Ws = Wb[wr * LANES : wr * LANES + LANES]
+        for q in range(LANES):
+            Cs[q] += coef * Ws[q] * As[q] * Bs[q]
+    else:
+        c = coef * Wb[wr] if w_mode == 1 else coef
+        for q in range(LANES):
+            Cs[q] += c * As[q] * Bs[q]
+
+
+@numba.njit(fastmath=True, cache=True)
+def _lanes_prod_acc(Gw, wr, Ab, ar, Bb, br, Cb, cr, coef):
+    # Gw[wr lanes] += coef * A * B * C (lanes)
+    Gs = Gw[wr * LANES : wr * LANES + LANES]
+    As = Ab[ar * LANES : ar * LANES + LANES]
+    Bs = Bb[br * LANES : br * LANES + LANES]
+    Cs = Cb[cr * LANES : cr * LANES + LANES]
+    for q in range(LANES):
+        Gs[q] += coef * As[q] * Bs[q] * Cs[q]
+
+
+@numba.njit(fastmath=True, cache=True)
+def _block_paths(table, ci, cj, ck, cv, Wb, w_mode_on, Ab, Bb, Cb, weightless, weight_target):
+    # forward form (weight_target False): Cb += W A B coef; weight form (True): Wb += A B Cb coef
+    for p in range(table.shape[0]):
+        form = table[p, _FORM]
+        hasw = table[p, _HASW] != 0
+        if not weight_target and not hasw and not weightless:
+            continue
+        w_mode = w_mode_on if hasw else 0
+        w_off = table[p, _WOFF]
+        wa = table[p, _WA]
+        wb = table[p, _WB]
+        wc = table[p, _WC]
+        a_off = table[p, _AOFF]
+        a_mul = table[p, _AMUL]
+        b_off = table[p, _BOFF]
+        b_mul = table[p, _BMUL]
+        c_off = table[p, _COFF]
+        c_mul = table[p, _CMUL]
+        a_str = table[p, _ASTR]
+        b_str = table[p, _BSTR]
+        c_str = table[p, _CSTR]
+        for n in range(table[p, _N0], table[p, _N1]):
+            coef = cv[n]
+            ai = a_off + ci[n] * a_str
+            bj = b_off + cj[n] * b_str
+            ck_ = c_off + ck[n] * c_str
+            for a in range(a_mul):
+                if form == 0 or form == 1 or form == 2:
+                    nb_ = b_mul
+                else:
+                    nb_ = 1
+                for bb in range(nb_):
+                    b = a if (form == 3 or form == 4) else bb
+                    if form == 0 or form == 3:
+                        nc = c_mul
+                    else:
+                        nc = 1
+                    for cc in range(nc):
+                        if form == 1 or form == 4:
+                            c = a
+                        elif form == 2:
+                            c = b
+                        else:
+                            c = cc
+                        if form == 0:
+                            wr = w_off + a * wa + b * wb + c * wc
+                        elif form == 1:
+                            wr = w_off + a * wa + b * wb
+                        elif form == 2:
+                            wr = w_off + a * wa + b * wb
+                        elif form == 3:
+                            wr = w_off + a * wa + c * wc
+                        else:
+                            wr = w_off + a * wa
+                        if weight_target:
+                            _lanes_prod_acc(Wb, wr, Ab, ai + a, Bb, bj + b, Cb, ck_ + c, coef)
+                        else:
+                            _lanes_fma(Cb, ck_ + c, Ab, ai + a, Bb, bj + b, Wb, wr, coef, w_mode)
+
+
+@numba.njit(nogil=True, fastmath=True, cache=True)
+def _forward_form_blocked(table, ci, cj, ck, cv, W, w_batched, A, B, C, segA, segB, segC, segW, transpose, z0, z1, weightless):
+    Ab = np.empty(A.shape[1] * LANES, dtype=A.dtype)
+    Bb = np.empty(B.shape[1] * LANES, dtype=A.dtype)
+    Cb = np.empty(C.shape[1] * LANES, dtype=A.dtype)
+    Wb = np.empty(W.shape[1] * LANES if w_batched else W.shape[1], dtype=A.dtype)
+    if not w_batched:
+        Wb[:] = W[0]
+    for zb in range(z0, z1, LANES):
+        nb = min(LANES, z1 - zb)
+        _load_block(A, zb, nb, Ab, segA, transpose)
+        _load_block(B, zb, nb, Bb, segB, transpose)
+        if w_batched:
+            _load_block(W, zb, nb, Wb, segW, False)
+        Cb[:] = 0.0
+        _block_paths(table, ci, cj, ck, cv, Wb, 2 if w_batched else 1, Ab, Bb, Cb, weightless, False)
+        _store_block(Cb, C, zb, nb, segC, transpose)
+
+
+@numba.njit(nogil=True, fastmath=True, cache=True)
+def _weight_form_blocked(table, ci, cj, ck, cv, GW, w_batched, A, B, G, segA, segB, segG, segW, transpose, z0, z1, q):
+    numel = GW.shape[1]
+    Ab = np.empty(A.shape[1] * LANES, dtype=A.dtype)
+    Bb = np.empty(B.shape[1] * LANES, dtype=A.dtype)
+    Gb = np.empty(G.shape[1] * LANES, dtype=A.dtype)
+    Wb = np.zeros(numel * LANES, dtype=A.dtype)
+    for zb in range(z0, z1, LANES):
+        nb = min(LANES, z1 - zb)
+        _load_block(A, zb, nb, Ab, segA, transpose)
+        _load_block(B, zb, nb, Bb, segB, transpose)
+        _load_block(G, zb, nb, Gb, segG, transpose)
+        if w_batched:
+            Wb[:] = 0.0
+        _block_paths(table, ci, cj, ck, cv, Wb, 0, Ab, Bb, Gb, True, True)
+        if w_batched:
+            _store_block(Wb, GW, zb, nb, segW, False)
+    if not w_batched:
+        for r in range(numel):
+            s = 0.0
+            for lane in range(LANES):
+                s += Wb[r * LANES + lane]
+            GW[q, r] = s
+
+
+def _use_blocked(desc) -> bool:
+    """Item-blocked kernels when the channel-vectorised loops would be short (nnz-weighted channel count < 16)."""
+    num = den = 0.0
+    for p, (_, _, _, v) in zip(desc.paths, desc.sparse_paths):
+        m1 = desc.irreps_in1[p.i_in1].mul
+        m2 = desc.irreps_in2[p.i_in2].mul
+        vec = m2 if p.mode in ("uvv", "uvuv") else m1
+        num += len(v) * vec
+        den += len(v)
+    return den > 0 and num / den < 16
