@@ -102,7 +102,7 @@ class C8Net(torch.nn.Module):
 
 
 class PlainNet(torch.nn.Module):
-    def __init__(self, channels=(12, 24, 32), n_classes: int = len(CLASSES)):
+    def __init__(self, channels=(8, 14, 22), n_classes: int = len(CLASSES)):
         super().__init__()
         c1, c2, c3 = channels
         self.features = torch.nn.Sequential(

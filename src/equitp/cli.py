@@ -16,9 +16,6 @@ import os
 import sys
 from typing import List, Optional
 
-# before torch's first allocation (importing torch allocates nothing; the benchmark's tensors come later)
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-
 __all__ = ["main"]
 
 
@@ -47,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--batch", type=int, metavar="N", help="batch of every case (for accumulate: the number of rows)")
     b.add_argument("--quick", action="store_true", help="the suite's quick subset at small sizes, 3 rounds")
     b.add_argument("--out", default="equitp-bench", metavar="DIR", help="output folder (default ./equitp-bench/)")
-    b.add_argument("--format", default="table", metavar="table|csv|json", help="what to print (default table)")
+    b.add_argument("--format", default="table", metavar="table|csv|json|markdown",
+                   help="what to print (default table; the CSV and JSON files are written in every case)")
     b.add_argument("--pass", dest="passes", nargs="+", metavar="PASS", help="passes to report: fwd, bwd, fwd+bwd "
                    "(default) and double-bwd")
     b.add_argument("--repeats", type=int, metavar="N", help="timed rounds per loop (default: the suite's)")
@@ -102,11 +100,11 @@ def _fail(parser: argparse.ArgumentParser, command: str, message: str) -> int:
 
 
 def _bench(args, parser) -> int:
-    from .bench import format_table, to_csv, to_json, write_outputs
+    from .bench import format_table, to_csv, to_json, to_markdown, write_outputs
     from .bench._runner import run_benchmark
 
-    if args.format not in ("table", "csv", "json"):
-        return _fail(parser, "bench", f"unknown format {args.format!r}; valid formats are: table, csv, json")
+    if args.format not in ("table", "csv", "json", "markdown"):
+        return _fail(parser, "bench", f"unknown format {args.format!r}; valid formats are: table, csv, json, markdown")
     progress = _Progress()
     try:
         with progress:
@@ -126,6 +124,8 @@ def _bench(args, parser) -> int:
         print(to_json(result))
     elif args.format == "csv":
         print(to_csv(result), end="")
+    elif args.format == "markdown":
+        print(to_markdown(result))
     else:
         print(format_table(result))
     if written:
@@ -175,6 +175,8 @@ def _cases(args, parser) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``equitp`` console script; returns the exit status (2 for bad arguments)."""
+    # read by torch at its first CPU allocation, which comes after this point: importing equitp allocates nothing
+    # (``machine.thp_active`` in the results says whether large buffers did get huge pages)
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     parser = _parser()
     args = parser.parse_args(argv)

@@ -198,7 +198,7 @@ def test_failing_implementation_is_a_row(monkeypatch):
 
         return _impls.Impl("broken", "torch", "broken", fn)
 
-    monkeypatch.setitem(PEERS, "broken", _impls.Peer("broken", ("channelwise",), False, broken, "fails"))
+    monkeypatch.setitem(PEERS, "broken", _impls.Peer("broken", "torch", ("channelwise",), False, broken, "fails"))
     result = run_benchmark(cases=["nequip-water"], peers=["broken"], **TINY)
     for r in _rows(result, impl="broken"):
         assert r["error"] == "failed: RuntimeError: kernel exploded"
@@ -240,6 +240,30 @@ def test_e2_suite_absent(monkeypatch):
     result = run_benchmark(suite="e2", **TINY)
     (row,) = result["rows"]
     assert row["suite"] == "e2" and row["error"].startswith("skipped:")
+
+
+def test_e2_suite_rows_are_normalised(monkeypatch):
+    import types
+
+    calls = []
+
+    def run_e2_suite(quick=False, device="cpu", dtype=torch.float32, progress=None):
+        calls.append((quick, device, dtype))
+        progress("expansion C8")
+        return [{"case": "C8", "tp": "e2-expansion", "impl": "block", "library": "equitp", "pass": "fwd",
+                 "median_ms": 1.0, "speedup_vs": {"padded": 2.0}, "extra": {"padding_ratio": 3.0}}]
+
+    fake = types.ModuleType("equitp.bench._e2_suite")
+    fake.run_e2_suite = run_e2_suite
+    monkeypatch.setitem(sys.modules, "equitp.bench._e2_suite", fake)
+    seen = []
+    result = run_benchmark(suite="e2", quick=True, progress=lambda text, done, total: seen.append(text), **TINY)
+    assert calls == [(True, "cpu", torch.float32)]
+    (row,) = result["rows"]
+    assert tuple(row) == ROW_KEYS and row["suite"] == "e2" and row["tp"] == "e2-expansion"
+    assert row["params"] == {"padding_ratio": 3.0} and row["speedup_vs"] == {"padded": 2.0}
+    assert any("expansion C8" in text for text in seen)
+    assert "[e2]" in format_table(result)
 
 
 # -- outputs ------------------------------------------------------------------------------------------------------

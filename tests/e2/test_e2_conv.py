@@ -222,3 +222,20 @@ def test_same_output_as_e2cnn(name):
 def _irrep_by_name(space, name):
     ids = tuple(int(v) for v in name[len("irrep_"):].split(","))
     return space.irrep(*ids)
+
+
+def test_deepcopy_and_pickle_share_the_basis():
+    import copy
+    import io
+
+    fin, fout, k, kw = CASES["D4-quotient-k4"]
+    m = torch.nn.Sequential(e2.R2Conv(fin, fout, k, **kw), e2.NormNonLinearity(fout))
+    m2 = copy.deepcopy(m)
+    buf = io.BytesIO()
+    torch.save(m, buf)
+    buf.seek(0)
+    m3 = torch.load(buf, weights_only=False)
+    x = torch.randn(1, fin.size, 9, 9)
+    torch.testing.assert_close(m2(x), m(x))
+    torch.testing.assert_close(m3(x), m(x))
+    assert m2[0].basis is m[0].basis and m3[0].basis is m[0].basis

@@ -175,3 +175,20 @@ def test_from_real_cg_and_rule_errors():
         real_cg_rule(1, 1, 1, normalization="norm")
     with pytest.raises(ValueError, match="l1 must be a non-negative int"):
         real_cg_rule(-1, 1, 1)
+
+
+def test_cpu_executor_checks_shapes():
+    d = random_descriptor(seed=6)
+    X1 = torch.randn(4, d.M1, dtype=torch.float64)
+    X2 = torch.randn(4, d.M2, dtype=torch.float64)
+    C = torch.randn(d.nnz, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"X1 must have shape \(N, 5\)"):
+        cpu_executor.accumulate(d, X1[:, :3], X2, C)
+    with pytest.raises(ValueError, match=r"X2 must have shape \(N, 6\) with N shared"):
+        cpu_executor.accumulate(d, X1, X2[:3], C)
+    with pytest.raises(ValueError, match=r"C must have shape \(40,\)"):
+        cpu_executor.accumulate(d, X1, X2, C[:5])
+    with pytest.raises(TypeError, match="one dtype"):
+        cpu_executor.accumulate(d, X1, X2.float(), C)
+    with pytest.raises(ValueError, match=r"G must have shape \(N, 7\)"):
+        cpu_executor.accumulate_coefficient_grad(d, X1, X1, X2)

@@ -36,6 +36,9 @@ def test_export_matches_eager():
 
 
 def test_compile_fullgraph():
-    f = torch.compile(lambda x, a: so3.spherical_harmonics(3, x, False) @ so3.wigner_D(3, a, a, a).T, backend="eager", fullgraph=True)
+    def g(x, a):
+        return so3.spherical_harmonics(3, x, False) @ so3.wigner_D(3, a, a, a).T
+
+    f = torch.compile(g, backend="eager", fullgraph=True)
     x, a = torch.randn(4, 3), torch.rand(())
     torch.testing.assert_close(f(x, a), so3.spherical_harmonics(3, x, False) @ so3.wigner_D(3, a, a, a).T)

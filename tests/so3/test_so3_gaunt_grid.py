@@ -37,7 +37,7 @@ def test_gaunt_matches_sympy_real_gaunt():
     wigner = pytest.importorskip("sympy.physics.wigner")
     if not hasattr(wigner, "real_gaunt"):
         pytest.skip("sympy without real_gaunt")
-    for l1, l2, l3 in [(1, 1, 2), (2, 3, 3)]:
+    for l1, l2, l3 in [(1, 1, 2), (1, 2, 3)]:
         G = so3.gaunt(l1, l2, l3, dtype=torch.float64)
         for m1, m2, m3 in itertools.product(range(-l1, l1 + 1), range(-l2, l2 + 1), range(-l3, l3 + 1)):
             expected = float(wigner.real_gaunt(l1, l2, l3, m1, m2, m3))
@@ -108,7 +108,8 @@ def test_sh_grid_roundtrip_and_values(dtype, normalization):
     assert f.shape == (3, 2, lmax + 1, 2 * lmax + 1)
     torch.testing.assert_close(so3.grid_to_sh(f, lmax, normalization), x, **_tol(dtype))
     beta, alpha, _ = so3.s2_grid(lmax + 1, 2 * lmax + 1, dtype=dtype)
-    Y = so3.spherical_harmonics(list(range(lmax + 1)), so3.angles_to_xyz(alpha[None, :], beta[:, None]), True, normalization)
+    xyz = so3.angles_to_xyz(alpha[None, :], beta[:, None])
+    Y = so3.spherical_harmonics(list(range(lmax + 1)), xyz, True, normalization)
     torch.testing.assert_close(f, torch.einsum("ijk,...k->...ij", Y, x), **_tol(dtype))
     # oversampled grids are exact as well; lower output degree = truncation
     f2 = so3.sh_to_grid(x, lmax + 3, 2 * lmax + 4, normalization)

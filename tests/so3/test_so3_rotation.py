@@ -99,12 +99,15 @@ def test_axis_angle_and_quaternions(dtype):
         **_tol(dtype),
     )
     torch.testing.assert_close(
-        so3.quaternion_to_matrix(so3.inverse_quaternion(q1)), so3.quaternion_to_matrix(q1).transpose(-1, -2), **_tol(dtype)
+        so3.quaternion_to_matrix(so3.inverse_quaternion(q1)),
+        so3.quaternion_to_matrix(q1).transpose(-1, -2),
+        **_tol(dtype),
     )
     abc = so3.matrix_to_angles(R)
     torch.testing.assert_close(so3.quaternion_to_matrix(so3.angles_to_quaternion(*abc)), R, **_tol(dtype))
     torch.testing.assert_close(so3.angles_to_matrix(*so3.quaternion_to_angles(q)), R, **_tol(dtype))
-    torch.testing.assert_close(so3.quaternion_to_matrix(so3.identity_quaternion(2, dtype=dtype)), torch.eye(3, dtype=dtype).expand(2, 3, 3))
+    eye = torch.eye(3, dtype=dtype).expand(2, 3, 3)
+    torch.testing.assert_close(so3.quaternion_to_matrix(so3.identity_quaternion(2, dtype=dtype)), eye)
 
 
 def test_rotation_by_pi_is_stable():

@@ -35,7 +35,7 @@ def test_wigner_D_matches_e3nn(dtype):
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # e3nn builds its generators in the default dtype
     try:
-        for l in range(9):  # noqa: E741
+        for l in range(7):  # noqa: E741
             torch.testing.assert_close(so3.wigner_D(l, a, b, c), o3.wigner_D(l, a, b, c), **_tol(dtype))
     finally:
         torch.set_default_dtype(previous)
@@ -99,14 +99,18 @@ def test_wigner_3j_matches_e3nn_small():
 def test_wigner_3j_invariance_all_triples(dtype):
     """(D1 x D2 x D3) C = C for all triples up to l = 6; Frobenius norm 1."""
     angles = so3.rand_angles(dtype=torch.float64, generator=_gen(5))
-    D = [so3.wigner_D(l, *angles).to(dtype) for l in range(7)]
+    D = [so3.wigner_D(l, *angles).to(dtype).numpy() for l in range(7)]
+    tol = 2e-6 if dtype == torch.float32 else 1e-13
+    worst_rot, worst_norm = 0.0, 0.0
     for l1, l2, l3 in _triples(6):
         C = so3.wigner_3j(l1, l2, l3, dtype=dtype)
         assert C.shape == (2 * l1 + 1, 2 * l2 + 1, 2 * l3 + 1) and C.dtype == dtype
-        rotated = (D[l1] @ C.flatten(1)).reshape(C.shape).transpose(0, 1)  # (j, i, k)
-        rotated = (D[l2] @ rotated.flatten(1)).reshape(C.shape[1], C.shape[0], C.shape[2]).transpose(0, 1) @ D[l3].T
-        torch.testing.assert_close(rotated, C, **_tol(dtype))
-        torch.testing.assert_close(C.norm(), torch.tensor(1.0, dtype=dtype), **_tol(dtype))
+        C = C.numpy()
+        # NumPy for these many tiny contractions: cheap and independent of torch's thread pool.
+        rotated = np.einsum("ia,jb,kc,abc->ijk", D[l1], D[l2], D[l3], C, optimize=True)
+        worst_rot = max(worst_rot, float(np.abs(rotated - C).max()))
+        worst_norm = max(worst_norm, abs(float(np.linalg.norm(C)) - 1))
+    assert worst_rot < tol and worst_norm < tol, (worst_rot, worst_norm)
 
 
 def test_wigner_3j_intertwines_tensor_product():
@@ -122,7 +126,8 @@ def test_wigner_3j_permutation_symmetry():
     for l1, l2, l3 in _triples(4):
         C = so3.wigner_3j(l1, l2, l3, dtype=torch.float64)
         s = (-1) ** (l1 + l2 + l3)
-        torch.testing.assert_close(so3.wigner_3j(l2, l1, l3, dtype=torch.float64), s * C.permute(1, 0, 2), rtol=0, atol=0)
+        swapped = so3.wigner_3j(l2, l1, l3, dtype=torch.float64)
+        torch.testing.assert_close(swapped, s * C.permute(1, 0, 2), rtol=0, atol=0)
         torch.testing.assert_close(so3.wigner_3j(l2, l3, l1, dtype=torch.float64), C.permute(1, 2, 0), rtol=0, atol=0)
 
 

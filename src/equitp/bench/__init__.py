@@ -14,7 +14,7 @@ Example:
 
 from ._cases import CASES, PASSES, SUITES, TP_KINDS, Case, Suite
 from ._impls import PEERS
-from ._report import format_table, make_plots, to_csv, to_json, write_outputs
+from ._report import format_table, make_plots, to_csv, to_json, to_markdown, write_outputs
 from ._runner import ROW_KEYS, plan, run_benchmark
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "format_table",
     "to_csv",
     "to_json",
+    "to_markdown",
     "write_outputs",
     "make_plots",
 ]

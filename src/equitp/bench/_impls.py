@@ -315,9 +315,17 @@ def _build_cuequivariance(case: Case, problem: Problem) -> Impl:
                 raise Unavailable("the cuequivariance adapter runs the full product on single-channel inputs only")
             keep = [ir for _, ir in cue.Irreps("O3", case.irreps_out)] if case.irreps_out else None
             poly = cue.descriptors.full_tensor_product(I1, I2, keep).polynomial
-            module = cuet.SegmentedPolynomial(poly, method="naive" if on_cpu else "uniform_1d").to(problem.device)
-            return Impl("cuequivariance", "cuequivariance", "naive" if on_cpu else "cuda",
-                        lambda x, y, w: module([x, y])[0], comparable=False)
+            method = "naive"
+            if not on_cpu:
+                try:  # its CUDA kernel where the segments allow it
+                    module = cuet.SegmentedPolynomial(poly, method="uniform_1d").to(problem.device)
+                    method = "uniform_1d"
+                except Exception:  # noqa: BLE001
+                    method = "naive"
+            if method == "naive":
+                module = cuet.SegmentedPolynomial(poly, method="naive").to(problem.device)
+            return Impl("cuequivariance", "cuequivariance", method, lambda x, y, w: module([x, y])[0],
+                        comparable=False)
         else:
             raise Unavailable(f"cuequivariance has no {case.tp!r} product")
     if case.shared_weights:
@@ -325,7 +333,7 @@ def _build_cuequivariance(case: Case, problem: Problem) -> Impl:
     else:
         fn = (lambda x, y, w: module(x, y, w))
     # outputs in cuequivariance's own order and weight layout: timed, not compared
-    return Impl("cuequivariance", "cuequivariance", "naive" if on_cpu else "cuda", fn, comparable=False)
+    return Impl("cuequivariance", "cuequivariance", getattr(module, "method", "naive"), fn, comparable=False)
 
 
 # -- openequivariance ------------------------------------------------------------------------------------------------
@@ -361,36 +369,43 @@ def _build_accumulate_baseline(name: str):
     return build
 
 
+#: ``python-loops`` runs by default only when rows x nnz is at most this (it is a Python loop over the non-zeros)
+PYTHON_LOOPS_MAX_WORK = 2_000_000
+
+
 @dataclass(frozen=True)
 class Peer:
     """A peer: what it is, where it runs, which kinds of case it has and whether it runs by default."""
 
     name: str
+    library: str
     kinds: Tuple[str, ...]
     default: bool
     build: Callable
     description: str
 
 
+_TP_KINDS = ("channelwise", "fully-connected", "full")
+
 #: Peers by name (``--peer``).
 PEERS: Dict[str, Peer] = {
     p.name: p
     for p in (
-        Peer("e3nn", ("channelwise", "fully-connected", "full"), True, _build_e3nn, "e3nn 0.6 o3.TensorProduct, eager"),
-        Peer("e3nn-compile", ("channelwise", "fully-connected", "full"), False, _build_e3nn_compile,
+        Peer("e3nn", "e3nn", _TP_KINDS, True, _build_e3nn, "e3nn 0.6 o3.TensorProduct, eager"),
+        Peer("e3nn-compile", "e3nn", _TP_KINDS, False, _build_e3nn_compile,
              "e3nn 0.6 under torch.compile (opt-in: compiling takes minutes on a small CPU)"),
-        Peer("cuequivariance", ("channelwise", "fully-connected", "full"), True, _build_cuequivariance,
+        Peer("cuequivariance", "cuequivariance", _TP_KINDS, True, _build_cuequivariance,
              "cuequivariance-torch: its naive torch path on CPU, its CUDA kernels on a GPU"),
-        Peer("openequivariance", ("channelwise", "fully-connected"), True, _build_openequivariance,
-             "openequivariance JIT CUDA kernels (GPU only)"),
-        Peer("index_add", ("accumulate",), True, _build_accumulate_baseline("index_add"),
+        Peer("openequivariance", "openequivariance", ("channelwise", "fully-connected"), True,
+             _build_openequivariance, "openequivariance JIT CUDA kernels (GPU only)"),
+        Peer("index_add", "torch", ("accumulate",), True, _build_accumulate_baseline("index_add"),
              "gather both operands, multiply, index_add_ into the output"),
-        Peer("dense-matmul", ("accumulate",), True, _build_accumulate_baseline("dense-matmul"),
+        Peer("dense-matmul", "torch", ("accumulate",), True, _build_accumulate_baseline("dense-matmul"),
              "outer product [N, M1*M2] times the dense rule (zeros included)"),
-        Peer("torch-sparse", ("accumulate",), True, _build_accumulate_baseline("torch-sparse"),
+        Peer("torch-sparse", "torch", ("accumulate",), True, _build_accumulate_baseline("torch-sparse"),
              "torch.sparse.mm of the COO rule with the transposed outer product"),
-        Peer("python-loops", ("accumulate",), True, _build_accumulate_baseline("python-loops"),
-             "a Python loop over the non-zeros (by default only when rows * nnz <= 10^7)"),
+        Peer("python-loops", "torch", ("accumulate",), True, _build_accumulate_baseline("python-loops"),
+             "a Python loop over the non-zeros (by default only when rows * nnz <= 2e6)"),
     )
 }
 
@@ -406,7 +421,7 @@ def peers_for(case: Case, problem: Optional[Problem], names: Optional[List[str]]
             if not peer.default:
                 continue
             if name == "python-loops" and problem is not None:
-                if problem.batch * problem.extra.get("nnz", 0) > 10_000_000:
+                if problem.batch * problem.extra.get("nnz", 0) > PYTHON_LOOPS_MAX_WORK:
                     continue
         elif name not in names:
             continue

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional
 
 from ._runner import ROW_KEYS
 
-__all__ = ["format_table", "to_csv", "to_json", "write_outputs", "make_plots"]
+__all__ = ["format_table", "to_csv", "to_json", "to_markdown", "write_outputs", "make_plots"]
 
 
 # short peer names for the table's headers
@@ -73,7 +73,7 @@ def format_table(result: dict) -> str:
     notes: Dict[str, set] = {}
     groups: Dict[str, List[dict]] = {}
     for r in rows:
-        groups.setdefault(r.get("tp") or "-", []).append(r)
+        groups.setdefault("e2" if r.get("suite") == "e2" else (r.get("tp") or "-"), []).append(r)
     for tp, group in groups.items():
         if tp == "e2":
             parts.append(_format_generic(group, "e2"))
@@ -114,12 +114,64 @@ def format_table(result: dict) -> str:
     return "\n".join(parts)
 
 
+def to_markdown(result: dict) -> str:
+    """The rows as Markdown tables (one per kind of product): per case, pass and equitp executor, its median
+    (min-max), GFLOP/s and roofline fraction, each peer's median and the speed-up; then the machine."""
+    rows = result["rows"]
+    out = []
+    groups: Dict[str, List[dict]] = {}
+    for r in rows:
+        groups.setdefault("e2" if r.get("suite") == "e2" else (r.get("tp") or "-"), []).append(r)
+    for tp, group in groups.items():
+        peers = list(dict.fromkeys(r["impl"] for r in group if r["library"] != "equitp" and r.get("error") is None))
+        headers = ["case", "batch", "pass", "equitp", "median ms (min-max)", "GFLOP/s", "roofline", "max err"]
+        for p in peers:
+            headers += [f"{p} ms", f"x {p}"]
+        by_key = {(r["case"], r["batch"], r["pass"], r["impl"]): r for r in group}
+        lines = []
+        for r in group:
+            if r["library"] != "equitp":
+                continue
+            if r.get("error"):
+                lines.append([r["case"], str(r["batch"]), str(r["pass"]), r["backend"] or "-", r["error"]]
+                             + [""] * (len(headers) - 5))
+                continue
+            line = [r["case"], str(r["batch"]), str(r["pass"]), r["backend"],
+                    f"{_ms(r['median_ms'])} ({_ms(r['min_ms'])}-{_ms(r['max_ms'])})", _fmt(r["gflops_per_s"]),
+                    f"{100 * r['roofline_fraction']:.1f}%" if r["roofline_fraction"] is not None else "-",
+                    _fmt(r["max_abs_err"], ".1e")]
+            for p in peers:
+                other = by_key.get((r["case"], r["batch"], r["pass"], p))
+                line.append(_ms(other["median_ms"]) if other and other.get("median_ms") is not None else "-")
+                sp = (r.get("speedup_vs") or {}).get(p)
+                line.append(f"**{sp:.1f}**" if sp is not None else "-")
+            lines.append(line)
+        if not lines:
+            continue
+        out.append(f"**{tp}**\n")
+        out.append("| " + " | ".join(headers) + " |")
+        out.append("|" + "|".join("---" if i < 4 else "---:" for i in range(len(headers))) + "|")
+        out += ["| " + " | ".join(line) + " |" for line in lines]
+        out.append("")
+    skipped = {}
+    for r in rows:
+        if r["library"] != "equitp" and r.get("error"):
+            skipped.setdefault(f"{r['impl']}: {r['error']}", set()).add(r["case"])
+    for text, cases in skipped.items():
+        out.append(f"- {text} ({'all cases' if len(cases) > 3 else ', '.join(sorted(cases))})")
+    out.append(f"\nMachine: {_machine_line(result['machine'])}.")
+    return "\n".join(out)
+
+
 def _format_generic(group: List[dict], title: str) -> str:
-    headers = ["case", "impl", "backend", "batch", "pass", "median ms", "min-max ms", "note"]
-    lines = [[str(r.get("case")), str(r.get("impl")), str(r.get("backend")), str(r.get("batch")), str(r.get("pass")),
-              _ms(r.get("median_ms")),
-              f"{_ms(r.get('min_ms'))}-{_ms(r.get('max_ms'))}" if r.get("min_ms") is not None else "-",
-              (r.get("error") or "")[:80]] for r in group]
+    headers = ["case", "tp", "impl", "batch", "pass", "median ms", "min-max ms", "speed-up", "note"]
+    lines = []
+    for r in group:
+        sp = ", ".join(f"x{v:.1f} vs {k}" for k, v in (r.get("speedup_vs") or {}).items() if v is not None)
+        lines.append([str(r.get("case")), str(r.get("tp")), str(r.get("impl")), str(r.get("batch")),
+                      str(r.get("pass")), _ms(r.get("median_ms")),
+                      f"{_ms(r.get('min_ms'))}-{_ms(r.get('max_ms'))}" if r.get("min_ms") is not None else "-",
+                      sp, (r.get("error") or "")[:80]])
     return f"\n[{title}]\n" + _render(headers, lines, {3, 5, 6})
 
 
@@ -222,6 +274,8 @@ def make_plots(result: dict, out_dir: str) -> List[str]:
 
 
 def _plot_runtime_vs_l(plt, rows, out_dir) -> Optional[str]:
+    from matplotlib.ticker import MaxNLocator
+
     sweep = [r for r in rows if (r.get("params") or {}).get("family") in ("siso", "simo", "mimo")]
     if not sweep:
         return None
@@ -234,6 +288,7 @@ def _plot_runtime_vs_l(plt, rows, out_dir) -> Optional[str]:
                 pts = sorted((r["params"]["L"], r["median_ms"]) for r in sel if r["impl"] == impl)
                 ax.plot([a for a, _ in pts], [b for _, b in pts], style, marker="o", ms=3, label=f"{impl} {q}")
         ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("L")
         ax.set_ylabel("median time (ms)")
         batch = sorted({r["batch"] for r in sweep if r["params"]["family"] == fam})

@@ -10,7 +10,9 @@ Method (GUIDE §5):
   backward built with ``create_graph=True``; only the second backward is timed);
 * each loop: ``warmup`` untimed rounds, then up to ``repeats`` timed rounds; a round runs every implementation once,
   in a rotating order, so drift on a shared machine hits all of them alike; the median and the min-max are reported;
-* rounds are capped by a time budget per loop (at least 3 rounds), so a very slow peer cannot stall the run;
+* rounds are capped by a time budget per loop: at least 3 rounds, except for an implementation whose single call
+  exceeds a third of the budget, which runs only in the first ``max(1, budget / its time)`` rounds (its row's
+  ``repeats`` says how many), so a very slow peer cannot stall the run;
 * a failing implementation (an exception, out of memory) gets an ``error`` in its rows and leaves the loop; the rest
   runs on.
 """
@@ -235,23 +237,28 @@ def _time_loop(loop: str, timings: List[_Timing], p: Problem, warmup: int, repea
             t.error[q] = _describe(exc)
         active.remove(t)
 
-    round_time = 0.0
+    warm: Dict[int, float] = {}
     for _ in range(max(1, warmup)):
-        round_time = 0.0
         for t in list(active):
             try:
-                round_time += max(step(t.impl, p).values())
+                warm[id(t)] = max(step(t.impl, p).values())
             except Exception as exc:  # noqa: BLE001 - a failing implementation becomes a row
                 fail(t, exc)
-    rounds = repeats
-    if round_time > 0:
-        rounds = min(repeats, max(_MIN_ROUNDS, int(budget_s / round_time)))
+    # rounds: as many as the budget allows (at least 3, at most `repeats`) for the implementations whose call fits
+    # a third of the budget; a slower one runs only in the first max(1, budget / its time) rounds
+    slow = {id(t) for t in active if warm.get(id(t), 0.0) > budget_s / _MIN_ROUNDS}
+    fast_round = sum(warm.get(id(t), 0.0) for t in active if id(t) not in slow)
+    rounds = repeats if fast_round <= 0 else min(repeats, max(_MIN_ROUNDS, int(budget_s / fast_round)))
+    limit = {id(t): rounds if id(t) not in slow else min(rounds, max(1, int(budget_s / warm[id(t)])))
+             for t in active}
     probe = MemoryProbe(p.device)
     for r in range(rounds):
         if not active:
             break
         k = r % len(active)
         for t in active[k:] + active[:k]:
+            if r >= limit[id(t)]:
+                continue
             try:
                 if r == 0:
                     with probe.measure():
@@ -290,13 +297,13 @@ def _run_entry(case: Case, batch: int, ctx: dict) -> List[dict]:
     backends = ctx["backends"] or [default_backend(device)]
     backends = [b for b in backends if b in equitp_backends(case.tp)]
     peer_names = peers_for(case, None, ctx["peers"])
-    planned = [(f"equitp-{b}", "equitp", b) for b in backends] + [(n, PEERS[n].name, n) for n in peer_names]
+    planned = [(f"equitp-{b}", "equitp", b) for b in backends] + [(n, PEERS[n].library, n) for n in peer_names]
     try:
         problem = make_problem(case, batch, device, dtype)
     except Exception as exc:  # noqa: BLE001 - out of memory or no device: one row per implementation and pass
         reason = _describe(exc)
         return [_row(base, n, lib, be, q, error=reason) for n, lib, be in planned for q in passes]
-    if "params" in base and case.tp == "accumulate":
+    if case.tp == "accumulate":
         base["params"] = dict(case.params, leading_dims=list(problem.extra["leading_dims"]), nnz=problem.extra["nnz"])
     rows: List[dict] = []
     timings: List[_Timing] = []
@@ -309,9 +316,7 @@ def _run_entry(case: Case, batch: int, ctx: dict) -> List[dict]:
         try:
             timings.append(_Timing(build_peer(name, case, problem)))
         except Exception as exc:  # noqa: BLE001
-            lib = {"e3nn-compile": "e3nn"}.get(name, name if name in ("e3nn", "cuequivariance", "openequivariance")
-                                               else "torch")
-            rows += [_row(base, name, lib, name, q, error=_describe(exc)) for q in passes]
+            rows += [_row(base, name, PEERS[name].library, name, q, error=_describe(exc)) for q in passes]
     loops = [loop for loop, qs in _LOOP_PASSES.items() if any(q in passes for q in qs)]
     for loop in loops:
         if ctx["progress"] is not None:
@@ -383,7 +388,16 @@ def _run_e2(ctx: dict) -> List[dict]:
     for r in raw:
         row = {k: None for k in ROW_KEYS}
         row.update(base)
-        row.update(r)
+        row.update({k: v for k, v in r.items() if k in row})
+        extra = {k: v for k, v in r.items() if k not in row}
+        if extra:  # keys outside the schema go to params (a dict named "extra" is merged into them)
+            params = dict(row.get("params") or {})
+            for k, v in extra.items():
+                if k == "extra" and isinstance(v, dict):
+                    params.update(v)
+                else:
+                    params[k] = v
+            row["params"] = params
         row["suite"] = "e2"
         if row.get("speedup_vs") is None:
             row["speedup_vs"] = {}
@@ -479,12 +493,15 @@ def run_benchmark(
     if s.external and not cases:
         rows += _run_e2(ctx)
         ctx["done"] += 1
+    entry_times = []
     for case, b in entries:
+        t0 = time.perf_counter()
         rows += _run_entry(case, b, ctx)
+        entry_times.append({"case": case.label, "batch": b, "wall_s": round(time.perf_counter() - t0, 2)})
     if progress is not None:
         progress("done", total, total)
     config = dict(suite=ctx["suite"], cases=list(cases) if cases else None, tps=list(tps) if tps else None,
                   backends=ctx["backends"], peers=ctx["peers"], device=str(torch_device), dtype=dtype, batch=batch,
                   quick=quick, passes=list(passes), repeats=repeats, warmup=warmup, budget_s=budget_s,
-                  wall_s=round(time.perf_counter() - started, 1))
+                  wall_s=round(time.perf_counter() - started, 1), entries=entry_times)
     return {"machine": machine, "config": config, "rows": rows}

@@ -109,6 +109,9 @@ class BasisParams:
     def num_points(self) -> int:
         return self.kernel_size * self.kernel_size
 
+    def __deepcopy__(self, memo: dict) -> "BasisParams":
+        return self
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, BasisParams) and self._key == other._key
 
@@ -418,6 +421,12 @@ class PairBasis:
         self._csr: tuple | None = None
         self._lock = threading.Lock()
         self._key = (in_repr, out_repr, params)
+
+    def __reduce__(self):
+        return (pair_basis, (self.in_repr, self.out_repr, self.params))
+
+    def __deepcopy__(self, memo: dict) -> "PairBasis":
+        return self  # immutable and shared
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PairBasis) and self._key == other._key

@@ -26,20 +26,23 @@ import torch
 
 from ._basis import BasisParams, PairBasis, pair_basis
 from ._fill import FillStructure, block_fill
+from ._folded import FoldedPlan, folded_expand, workspace
 from ._gspace import FieldType
 
 __all__ = ["LayerBasis", "layer_basis", "EXPANSIONS", "COST_MODEL"]
 
 EXPANSIONS = ("auto", "padded", "block")
 
-# Cost model constants (seconds per unit), fitted on a 2-core AMD EPYC (float32, CPU, torch 2.13) with
-# ``python -m equitp.bench._e2_suite --calibrate``; only their ratios matter for ``expansion="auto"``.
+# Cost model constants (seconds per unit), fitted on the 2-core AMD EPYC of the benchmark (float32, CPU, torch 2.13,
+# one thread, CPU time: ``python -m equitp.bench._e2_suite --calibrate --threads 1 --cpu-time``, then rounded).
+# Only their ratios matter for ``expansion="auto"``; docs/e2.md lists the predictions next to the measurements.
 COST_MODEL = {
-    "gemm_mac": 2.6e-11,  # one multiply-add of the padded GEMM (forward or backward)
-    "fill_nnz": 1.6e-10,  # one stored block number times one field pair (sparse fill, forward or backward)
-    "q_mac": 6.0e-11,  # one multiply-add of the Q_out / Q_in products (inner size O or I: memory bound)
-    "move": 2.5e-10,  # one filter element moved by a strided copy (transpose, scatter)
-    "op": 1.5e-5,  # fixed cost of one launched op
+    "gemm_mac": 3.0e-11,  # one multiply-add of the padded GEMM (forward or backward)
+    "fold_mac": 5.0e-11,  # one multiply-add of the folded-block GEMMs (inner size = elements per output irrep)
+    "fill_nnz": 4.0e-10,  # one stored block number times one field pair (sparse fill, forward or backward)
+    "q_mac": 1.0e-10,  # one multiply-add of the Q_out / Q_in products (inner size O or I: memory bound)
+    "move": 5.0e-10,  # one filter element moved by a strided copy (transpose, scatter)
+    "op": 2.0e-5,  # fixed cost of one launched op
 }
 
 
@@ -56,6 +59,11 @@ class _PairPlan:
         self.in_idx = in_idx
         self.out_contiguous = bool(np.all(np.diff(out_idx) == 1))
         self.in_contiguous = bool(np.all(np.diff(in_idx) == 1))
+        # Q_in folded into the stored blocks when it is dense and the folded blocks stay small (<= 1/4 of padded)
+        self.folded = (not basis.in_repr.identity_change_of_basis) and 4 * int(basis.out_dim.sum()) <= (
+            basis.dim * basis.out_size
+        )
+        self.folded_numbers = int(basis.out_dim.sum()) * basis.in_size * basis.num_points
 
 
 class _DeviceTensors:
@@ -63,7 +71,7 @@ class _DeviceTensors:
 
     def __init__(self):
         self.padded: list | None = None
-        self.block: list | None = None
+        self.folded: list | None = None
         self.index: list | None = None
         self.bias: torch.Tensor | None = None
         self.std: torch.Tensor | None = None
@@ -156,6 +164,12 @@ class LayerBasis:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ descriptive
+    def __reduce__(self):
+        return (layer_basis, (self.in_type, self.out_type, self.params))
+
+    def __deepcopy__(self, memo: dict) -> "LayerBasis":
+        return self  # immutable and shared
+
     def __repr__(self) -> str:
         return (
             f"LayerBasis({self.in_type} -> {self.out_type}, kernel_size={self.kernel_size}, dim={self.dim}, "
@@ -219,7 +233,12 @@ class LayerBasis:
         return dense / nnz
 
     def stored_bytes(self, expansion: str, dtype: torch.dtype = torch.float32) -> int:
-        """Bytes of basis data one expansion keeps (values, indices, change-of-basis matrices)."""
+        """Bytes of basis data one expansion keeps (values, indices, change-of-basis matrices).
+
+        For ``"block"``: the CSR blocks (values and indices, twice: by rows and by elements) and ``Q_out``/``Q_in``;
+        or, for pairs whose ``Q_in`` is folded into the blocks, the folded blocks (``sum_e d_out I S`` numbers) and
+        ``Q_out``.
+        """
         item = torch.empty((), dtype=dtype).element_size()
         total = 0
         seen = set()
@@ -230,9 +249,13 @@ class LayerBasis:
             seen.add(b)
             if expansion == "padded":
                 total += b.dim * b.out_size * b.in_size * self.num_points * item
+            elif expansion == "block" and p.folded:
+                total += p.folded_numbers * item + b.dim * 8
+                if not b.out_repr.identity_change_of_basis:
+                    total += b.out_size ** 2 * item
             elif expansion == "block":
-                rows = b.out_size * b.in_size * self.num_points
-                total += 2 * b.nnz * (item + 4) + (rows + 1 + b.dim + 1) * 8
+                nnz_v = b.nnz // self.num_points
+                total += 2 * (b.nnz * item + nnz_v * 4) + (b.out_size * b.in_size + 1 + b.dim + 1) * 4
                 if not b.out_repr.identity_change_of_basis:
                     total += b.out_size ** 2 * item
                 if not b.in_repr.identity_change_of_basis:
@@ -250,6 +273,10 @@ class LayerBasis:
             F = p.n_out * p.n_in
             if expansion == "padded":
                 total += 2 * F * b.dim * b.out_size * b.in_size * S
+            elif expansion == "block" and p.folded:
+                total += 2 * F * p.folded_numbers
+                if not b.out_repr.identity_change_of_basis:
+                    total += 2 * F * b.out_size * b.in_size * S * b.out_size
             elif expansion == "block":
                 total += 2 * F * b.nnz
                 elems = F * b.out_size * b.in_size * S
@@ -274,6 +301,12 @@ class LayerBasis:
             if expansion == "padded":
                 t += passes * (c["gemm_mac"] * F * b.dim * b.out_size * b.in_size * S + c["move"] * elems)
                 t += passes * 3 * c["op"]
+            elif expansion == "block" and p.folded:
+                n_groups = len(set(b.out_offset.tolist()))
+                t += passes * (c["fold_mac"] * F * p.folded_numbers + c["move"] * elems)
+                if not b.out_repr.identity_change_of_basis:
+                    t += passes * c["q_mac"] * elems * b.out_size
+                t += passes * (2 * n_groups + 3) * c["op"]
             elif expansion == "block":
                 nq = 0
                 q = 0
@@ -319,26 +352,37 @@ class LayerBasis:
             ]
         return t.padded
 
-    def _block_tensors(self, dtype: torch.dtype, device: torch.device) -> list:
+    def _block_tensors(self, dtype: torch.dtype, device: torch.device, skip: list | None = None) -> list:
+        """Per pair ``(FillStructure, Q_out or None, Q_in or None)``; ``None`` for the pairs flagged in ``skip``."""
+        out = []
+        for i, p in enumerate(self.pairs):
+            if skip is not None and skip[i]:
+                out.append(None)
+                continue
+            b = p.basis
+
+            def build(b=b):
+                s = FillStructure(b.fill_arrays(), b.out_size * b.in_size, b.dim, dtype, device)
+                qo = None
+                qi = None
+                if not b.out_repr.identity_change_of_basis:
+                    qo = torch.tensor(b.out_repr.change_of_basis, dtype=dtype, device=device)
+                if not b.in_repr.identity_change_of_basis:
+                    qi = torch.tensor(b.in_repr.change_of_basis, dtype=dtype, device=device)
+                return s, qo, qi
+
+            out.append(_shared(("block", b, dtype, device), build))
+        return out
+
+    def _folded_tensors(self, dtype: torch.dtype, device: torch.device) -> list:
         t = self._tensors(dtype, device)
-        if t.block is None:
-            out = []
-            for p in self.pairs:
-                b = p.basis
-
-                def build(b=b):
-                    s = FillStructure(b.fill_arrays(), b.out_size * b.in_size, b.dim, dtype, device)
-                    qo = None
-                    qi = None
-                    if not b.out_repr.identity_change_of_basis:
-                        qo = torch.tensor(b.out_repr.change_of_basis, dtype=dtype, device=device)
-                    if not b.in_repr.identity_change_of_basis:
-                        qi = torch.tensor(b.in_repr.change_of_basis, dtype=dtype, device=device)
-                    return s, qo, qi
-
-                out.append(_shared(("block", b, dtype, device), build))
-            t.block = out
-        return t.block
+        if t.folded is None:
+            t.folded = [
+                _shared(("folded", p.basis, dtype, device), lambda b=p.basis: FoldedPlan(b, dtype, device))
+                if p.folded else None
+                for p in self.pairs
+            ]
+        return t.folded
 
     def _index_tensors(self, device: torch.device) -> list:
         t = self._tensors(torch.int64, device)
@@ -391,28 +435,47 @@ class LayerBasis:
         for p, B in zip(self.pairs, dense):
             b = p.basis
             w = weights[p.start:p.end].view(p.n_out * p.n_in, b.dim)
-            k = torch.mm(w, B).view(p.n_out, p.n_in, b.out_size, b.in_size, self.num_points)
+            if torch.is_grad_enabled() and w.requires_grad:
+                k = torch.mm(w, B)
+            else:  # the GEMM result is not kept by autograd: reuse a buffer
+                k = torch.mm(w, B, out=workspace("padded-k", w.shape[0] * B.shape[1], w).view(w.shape[0], -1))
+            k = k.view(p.n_out, p.n_in, b.out_size, b.in_size, self.num_points)
             blocks.append(k.transpose(1, 2).reshape(p.n_out * b.out_size, p.n_in * b.in_size, self.num_points))
         return self._assemble(blocks, weights).view(
             self.out_type.size, self.in_type.size, self.kernel_size, self.kernel_size
         )
 
     def expand_block(self, weights: torch.Tensor, executor: str = "auto") -> torch.Tensor:
-        """Filter ``(C_out, C_in, k, k)`` by the block expansion (sparse fill, then ``Q_out``, ``Q_in``).
+        """Filter ``(C_out, C_in, k, k)`` by the block expansion.
+
+        Per representation pair: the stored irreps blocks are filled with the weights (a sparse kernel: the vector
+        CSR of :mod:`._fill`), then ``Q_out`` and ``Q_in`` are applied (two small GEMMs, skipped for identity
+        changes of basis). With ``executor="auto"``, pairs with a dense ``Q_in`` whose folded blocks stay small
+        apply ``Q_in`` to the ``D`` stored blocks instead of the ``F`` filled kernels (:mod:`._folded`: one GEMM per
+        output irrep, then ``Q_out``); an explicit executor always takes the sparse fill.
 
         Args:
             weights: ``(dim,)``.
-            executor: block-fill kernel, ``"auto"``, ``"numba"``, ``"triton"`` or ``"torch"``.
+            executor: ``"auto"``, or the block-fill kernel ``"numba"``, ``"triton"`` or ``"torch"``.
         """
         self._check_weights(weights)
-        tensors = self._block_tensors(weights.dtype, weights.device)
+        if executor not in ("auto", "numba", "triton", "torch"):
+            raise ValueError(f"executor must be one of ('auto', 'numba', 'triton', 'torch'); got {executor!r}")
+        folded = self._folded_tensors(weights.dtype, weights.device) if executor == "auto" else [None] * len(
+            self.pairs
+        )
+        tensors = self._block_tensors(weights.dtype, weights.device, [fp is not None for fp in folded])
         S = self.num_points
         blocks = []
-        for p, (struct, qo, qi) in zip(self.pairs, tensors):
+        for p, tens, fp in zip(self.pairs, tensors, folded):
             b = p.basis
             O, I = b.out_size, b.in_size
             F = p.n_out * p.n_in
             w = weights[p.start:p.end].view(F, b.dim)
+            if fp is not None:
+                blocks.append(folded_expand(fp, w, p.n_out, p.n_in))
+                continue
+            struct, qo, qi = tens
             khat = block_fill(struct, w, executor)  # (O*I, F, S): rows (o, i), columns (f_out, f_in)
             if qo is not None:
                 khat = torch.mm(qo, khat.view(O, I * F * S))

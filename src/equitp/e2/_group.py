@@ -94,6 +94,9 @@ class Representation:
     def irreducible(self) -> bool:
         return False
 
+    def __deepcopy__(self, memo: dict) -> "Representation":
+        return self  # immutable
+
     def is_trivial(self) -> bool:
         """Whether this is the trivial (1-dimensional, constant) representation."""
         return self.size == 1 and self.irreps[0].is_trivial()
@@ -205,6 +208,9 @@ class Group:
 
     def __reduce__(self):
         return (_group_from_key, self._key)
+
+    def __deepcopy__(self, memo: dict) -> "Group":
+        return self
 
     @property
     def order(self) -> int:

@@ -51,6 +51,9 @@ class GSpace2D:
             base = f"Flip_{group.N}-Rotations" if group.flips else f"{group.N}-Rotations"
         self.name = base
 
+    def __deepcopy__(self, memo: dict) -> "GSpace2D":
+        return self
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, GSpace2D) and self.fibergroup == other.fibergroup
 
@@ -206,6 +209,9 @@ class FieldType:
     @property
     def fibergroup(self) -> Group:
         return self.gspace.fibergroup
+
+    def __deepcopy__(self, memo: dict) -> "FieldType":
+        return self
 
     def __len__(self) -> int:
         return len(self.representations)

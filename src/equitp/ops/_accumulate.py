@@ -135,7 +135,9 @@ _accumulate_fwd.register_autograd(_accumulate_fwd_backward, setup_context=_accum
 
 
 @torch.library.custom_op("equitp::accumulate_coeff_grad", mutates_args=())
-def _accumulate_coeff_grad(G: Tensor, X1: Tensor, X2: Tensor, mu: Tensor, m1: Tensor, m2: Tensor, backend: str) -> Tensor:
+def _accumulate_coeff_grad(
+    G: Tensor, X1: Tensor, X2: Tensor, mu: Tensor, m1: Tensor, m2: Tensor, backend: str
+) -> Tensor:
     descriptor = _descriptor(mu, m1, m2, X1.shape[1], X2.shape[1], G.shape[1])
     return _EXECUTORS[backend].accumulate_coefficient_grad(descriptor, G, X1, X2)
 

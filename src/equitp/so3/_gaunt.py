@@ -2,8 +2,8 @@ r"""Gaunt coefficients: integrals of products of three real spherical harmonics.
 
 :math:`G_{m_1 m_2 m_3} = \int_{S^2} Y_{l_1 m_1} Y_{l_2 m_2} Y_{l_3 m_3}\, d\Omega` with e3nn's real harmonics in
 ``"integral"`` normalisation. ``G`` is an invariant tensor, hence a multiple of the 3j tensor ``C``
-(`wigner_3j`, norm 1); the multiple is ``<G, C> = 4 pi sum_m C_m Y_m(e_y)...`` evaluated at the pole, where only
-``m = 0`` survives and :math:`Y_{l0}(e_y) = \sqrt{(2l+1)/4\pi}`:
+(`wigner_3j`, norm 1). The multiple is ``<G, C> = 4 pi sum_m C_m Y_m1(x) Y_m2(x) Y_m3(x)`` (an invariant, so any
+point ``x`` will do); at the pole ``x = e_y`` only ``m = 0`` survives and :math:`Y_{l0}(e_y) = \sqrt{(2l+1)/4\pi}`:
 
 .. math:: G = \sqrt{\frac{(2l_1+1)(2l_2+1)(2l_3+1)}{4\pi}}\; C_{000}\; C.
 
@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import functools
 import math
+from fractions import Fraction
 
 import numpy as np
 import torch
 
 from ._checks import check_degree, resolve_dtype_device
 from ._exact import real_wigner_3j_exact, surd_mul, surd_sqrt, surd_to_float
-from fractions import Fraction
 
 __all__ = ["gaunt"]
 

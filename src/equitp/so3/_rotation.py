@@ -60,7 +60,7 @@ def _shape(shape) -> Tuple[int, ...]:
     return tuple(shape)
 
 
-# -- angles -------------------------------------------------------------------------------------------------------------
+# -- angles ------------------------------------------------------------------------------------------------------------
 
 
 def identity_angles(*shape, requires_grad: bool = False, dtype=None, device=None) -> Angles:
@@ -112,7 +112,7 @@ def compose_angles(a1, b1, c1, a2, b2, c2) -> Angles:
     return matrix_to_angles(angles_to_matrix(a1, b1, c1) @ angles_to_matrix(a2, b2, c2))
 
 
-# -- elementary matrices ------------------------------------------------------------------------------------------------
+# -- elementary matrices -----------------------------------------------------------------------------------------------
 
 
 def _rotation_about(angle: torch.Tensor, axis: int) -> torch.Tensor:
@@ -159,7 +159,9 @@ def _check_rotation(R: torch.Tensor, name: str = "R") -> torch.Tensor:
         tol = 1e-3 if R.dtype in (torch.float16, torch.bfloat16, torch.float32) else 1e-5
         det = torch.linalg.det(R.detach())
         if not bool(torch.all((det - 1).abs() <= tol)):
-            raise ValueError(f"{name} must be a rotation (det = +1); got det values in [{det.min():.4g}, {det.max():.4g}]")
+            raise ValueError(
+                f"{name} must be a rotation (det = +1); got det values in [{det.min():.4g}, {det.max():.4g}]"
+            )
     return R
 
 
@@ -184,7 +186,7 @@ def matrix_to_angles(R: torch.Tensor) -> Angles:
     return alpha, beta, gamma
 
 
-# -- points on the sphere -------------------------------------------------------------------------------------------------
+# -- points on the sphere ----------------------------------------------------------------------------------------------
 
 
 def angles_to_xyz(alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
@@ -208,7 +210,7 @@ def xyz_to_angles(xyz: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return alpha, beta
 
 
-# -- axis-angle ---------------------------------------------------------------------------------------------------------
+# -- axis-angle --------------------------------------------------------------------------------------------------------
 
 
 def axis_angle_to_matrix(axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
@@ -246,7 +248,7 @@ def axis_angle_to_angles(axis, angle) -> Angles:
     return matrix_to_angles(axis_angle_to_matrix(axis, angle))
 
 
-# -- quaternions --------------------------------------------------------------------------------------------------------
+# -- quaternions -------------------------------------------------------------------------------------------------------
 
 
 def identity_quaternion(*shape, requires_grad: bool = False, dtype=None, device=None) -> torch.Tensor:

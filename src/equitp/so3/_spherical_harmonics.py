@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from typing import List, Sequence, Tuple, Union
 
 import numpy as np
@@ -37,49 +38,47 @@ _NORMALIZATIONS = ("integral", "component", "norm")
 
 
 def _parse_ls(ls) -> Tuple[int, ...]:
-    """The list of degrees requested by ``ls`` (int, sequence of ints, irreps string or irreps object)."""
+    """The list of degrees requested by ``ls``: an int, a sequence of ints, or irreps (a string, an ``Irreps``/e3nn
+    object, or any iterable of ``(mul, ir)`` pairs)."""
     if isinstance(ls, bool):
         raise TypeError(f"ls must be an int, a sequence of ints or irreps, got {ls!r}")
-    if isinstance(ls, (int, np.integer)):
+    if isinstance(ls, numbers.Integral):
         return (check_degree(ls, "ls"),)
-    if isinstance(ls, str) or (hasattr(ls, "__iter__") and _looks_like_irreps(ls)):
-        from equitp.irreps import Irreps  # lazy: the irreps layer sits beside, not under, this module
-
-        try:
-            irreps = Irreps(ls)
-        except (TypeError, ValueError) as e:
-            raise type(e)(f"ls: {e}") from None
-        degrees: List[int] = []
-        parities = set()
-        for mul, ir in irreps:
-            degrees.extend([ir.l] * mul)
-            parities.add((ir.l, ir.p))
-        if not all(p == (-1) ** l for l, p in parities) and not all(p == 1 for _, p in parities):
-            raise ValueError(
-                f"ls: irreps {ls!s} mix parities; spherical harmonics of a vector have parity (-1)^l "
-                "(e.g. '0e+1o+2e'), those of a pseudovector have parity +1"
-            )
-        if not degrees:
-            raise ValueError(f"ls: expected at least one degree, got {ls!r}")
-        return tuple(degrees)
+    if isinstance(ls, str) or hasattr(ls, "ls") or (hasattr(ls, "l") and hasattr(ls, "p")):
+        return _degrees_of_irreps(ls)  # a string, or an Irreps / Irrep (ours or e3nn's)
     try:
         items = list(ls)
     except TypeError:
         raise TypeError(f"ls must be an int, a sequence of ints or irreps, got {type(ls).__name__}") from None
     if not items:
         raise ValueError("ls: expected at least one degree, got an empty sequence")
-    return tuple(check_degree(l, "ls[i]") for l in items)
+    if all(isinstance(l, numbers.Integral) and not isinstance(l, bool) for l in items):
+        return tuple(check_degree(l, "ls[i]") for l in items)
+    if any(isinstance(l, (bool, float)) for l in items):
+        raise TypeError(f"ls must hold non-negative ints, got {items!r}")
+    return _degrees_of_irreps(ls)
 
 
-def _looks_like_irreps(obj) -> bool:
+def _degrees_of_irreps(irreps) -> Tuple[int, ...]:
+    from equitp.irreps import Irreps  # lazy: the irreps layer sits beside, not under, this module
+
     try:
-        from equitp.irreps import Irrep, Irreps
-    except ImportError:  # pragma: no cover
-        return False
-    if isinstance(obj, (Irreps, Irrep)):
-        return True
-    # e3nn's o3.Irreps / o3.Irrep (not imported here): duck-type on their attributes.
-    return hasattr(obj, "ls") or (hasattr(obj, "l") and hasattr(obj, "p"))
+        irreps = Irreps(irreps)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"ls: {e}") from None
+    degrees: List[int] = []
+    parities = set()
+    for mul, ir in irreps:
+        degrees.extend([ir.l] * mul)
+        parities.add((ir.l, ir.p))
+    if not all(p == (-1) ** l for l, p in parities) and not all(p == 1 for _, p in parities):
+        raise ValueError(
+            f"ls: irreps {irreps!s} mix parities; spherical harmonics of a vector have parity (-1)^l "
+            "(e.g. '0e+1o+2e'), those of a pseudovector have parity +1"
+        )
+    if not degrees:
+        raise ValueError(f"ls: expected at least one degree, got {irreps!r}")
+    return tuple(degrees)
 
 
 @functools.lru_cache(maxsize=None)

@@ -101,7 +101,7 @@ def clebsch_gordan_sparse(l1: int, l2: int, l3: int) -> Tuple[np.ndarray, np.nda
     return i.astype(np.int64), j.astype(np.int64), k.astype(np.int64), C[i, j, k].copy()
 
 
-# -- Wigner D ------------------------------------------------------------------------------------------------------------
+# -- Wigner D ----------------------------------------------------------------------------------------------------------
 
 
 @functools.lru_cache(maxsize=None)

@@ -173,11 +173,25 @@ def _threads_for(work: int):
 
 
 def _check(descriptor: SparseAccumulation, **tensors: torch.Tensor) -> None:
+    """Device, dtype and shape checks (the kernels do no bounds checking, so shapes must match exactly)."""
+    expected = {"X1": descriptor.M1, "X2": descriptor.M2, "G": descriptor.output_size}
+    rows = None
+    dtype = None
     for name, t in tensors.items():
         if t.device.type != "cpu":
             raise ValueError(f"the 'cpu' executor needs CPU tensors, got {name} on {t.device}")
-        if t.dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"the 'cpu' executor supports float32 and float64, got {name} of dtype {t.dtype}")
+        if t.dtype not in (torch.float32, torch.float64) or (dtype is not None and t.dtype != dtype):
+            raise TypeError(f"the 'cpu' executor needs float32 or float64 operands of one dtype, got {name} of "
+                            f"dtype {t.dtype}")
+        dtype = t.dtype
+        if name == "C":
+            if tuple(t.shape) != (descriptor.nnz,):
+                raise ValueError(f"C must have shape ({descriptor.nnz},), got {tuple(t.shape)}")
+            continue
+        if t.ndim != 2 or t.shape[1] != expected[name] or (rows is not None and t.shape[0] != rows):
+            raise ValueError(f"{name} must have shape (N, {expected[name]}) with N shared by all operands, "
+                             f"got {tuple(t.shape)}")
+        rows = t.shape[0]
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:

@@ -116,6 +116,16 @@ def _scaled_add(Cb, c_off, c_str, T, n_mul, c_dim, Wrow, w_off, w_str, hasw):
 @numba.njit(fastmath=True, cache=True)
 def _mix(Cb, c_off, c_str, c_mul, T, a_mul, c_dim, Wrow, w_off, wa, wc):
     # Cb[c_off + k * c_str + c] += sum_a T[k * a_mul + a] * W[w_off + a * wa + c * wc]
+    if c_mul == 1 and wa == 1:
+        # one output channel (e.g. the gradient of a channelwise product w.r.t. its single-channel input): dots
+        Ws = Wrow[w_off : w_off + a_mul]
+        for k in range(c_dim):
+            Ts = T[k * a_mul : (k + 1) * a_mul]
+            acc = 0.0
+            for a in range(a_mul):
+                acc += Ts[a] * Ws[a]
+            Cb[c_off + k * c_str] += acc
+        return
     for k in range(c_dim):
         cr = c_off + k * c_str
         Cs = Cb[cr : cr + c_mul]

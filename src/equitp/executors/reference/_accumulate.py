@@ -19,7 +19,8 @@ __all__ = ["accumulate", "accumulate_coefficient_grad"]
 @functools.lru_cache(maxsize=1024)
 def _index_tensors(descriptor: SparseAccumulation, device: torch.device):
     """The descriptor's ``(mu, m1, m2)`` as int64 tensors on ``device`` (cached per descriptor and device)."""
-    return tuple(torch.tensor(a, dtype=torch.int64, device=device) for a in (descriptor.mu, descriptor.m1, descriptor.m2))
+    arrays = (descriptor.mu, descriptor.m1, descriptor.m2)
+    return tuple(torch.tensor(a, dtype=torch.int64, device=device) for a in arrays)
 
 
 def accumulate(descriptor: SparseAccumulation, X1: torch.Tensor, X2: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
