@@ -14,7 +14,7 @@ The public surface:
 
 __version__ = "0.1.0"
 
-from . import descriptors, nn, ops, so3  # noqa: E402
+from . import descriptors, e2, nn, ops, so3, testing  # noqa: E402
 from .irreps import Irrep, Irreps  # noqa: E402
 from .nn import (  # noqa: E402
     ElementwiseTensorProduct,
@@ -37,6 +37,8 @@ __all__ = [
     "ElementwiseTensorProduct",
     "channelwise_tensor_product",
     "descriptors",
+    "e2",
+    "testing",
     "nn",
     "ops",
     "so3",

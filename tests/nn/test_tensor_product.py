@@ -318,3 +318,23 @@ class TestBadInput:
             tp(x, y)
         with pytest.raises(ValueError, match="backend"):
             equitp.channelwise_tensor_product("2x0e", "0e", "2x0e", backend="cuda-magic")
+
+
+def test_cpu_output_pool_never_aliases_live_tensors():
+    """Large CPU outputs come from a pool of storages nobody references: a live result is never overwritten."""
+    torch.manual_seed(9)
+    tp = equitp.channelwise_tensor_product("32x0e+32x1o", "0e+1o", "32x0e+32x1o", backend="cpu")
+    n = 4000  # outputs above the pool's 1 MiB threshold
+    args = [(torch.randn(n, tp.irreps_in1.dim), torch.randn(n, 4), torch.randn(n, tp.weight_numel)) for _ in range(3)]
+    a = tp(*args[0])
+    a_copy = a.clone()
+    b = tp(*args[1])
+    assert a.data_ptr() != b.data_ptr()
+    torch.testing.assert_close(a, a_copy)
+    ptr = b.data_ptr()
+    del b
+    c = tp(*args[2])  # may reuse b's freed storage, never a's
+    assert c.data_ptr() != a.data_ptr()
+    torch.testing.assert_close(a, a_copy)
+    torch.testing.assert_close(c, equitp.channelwise_tensor_product("32x0e+32x1o", "0e+1o", "32x0e+32x1o", backend="reference")(*args[2]))
+    del ptr

@@ -66,7 +66,7 @@ def _store(src, dst, segs, transpose):
                 col[u * d] = row[u]
 
 
-@numba.njit(fastmath=True, cache=True)
+@numba.njit(fastmath=True, cache=True, inline="always")
 def _contract_T(T, Ab, Bb, a_off, a_mul, a_str, b_off, b_str, b, ci, cj, ck, cv, n0, n1, same_ab):
     # T[k * a_mul + a] += coef * A[a, i] * B[b, j]   (same_ab: B indexed by a too); X[u, i] is at off + i * str + u
     # (slices instead of offset indexing: numba's negative-index wraparound would block vectorisation)
@@ -87,14 +87,14 @@ def _contract_T(T, Ab, Bb, a_off, a_mul, a_str, b_off, b_str, b, ci, cj, ck, cv,
                 Ts[a] += c * As[a]
 
 
-@numba.njit(fastmath=True, cache=True)
+@numba.njit(fastmath=True, cache=True, inline="always")
 def _zero(X, n):
     Xs = X[:n]
     for r in range(n):
         Xs[r] = 0.0
 
 
-@numba.njit(fastmath=True, cache=True)
+@numba.njit(fastmath=True, cache=True, inline="always")
 def _scaled_add(Cb, c_off, c_str, T, n_mul, c_dim, Wrow, w_off, w_str, hasw):
     # Cb[c_off + k * c_str + a] += W[w_off + a * w_str] * T[k * n_mul + a]
     for k in range(c_dim):
@@ -113,7 +113,7 @@ def _scaled_add(Cb, c_off, c_str, T, n_mul, c_dim, Wrow, w_off, w_str, hasw):
                 Cs[a] += Wrow[w_off + a * w_str] * Ts[a]
 
 
-@numba.njit(fastmath=True, cache=True)
+@numba.njit(fastmath=True, cache=True, inline="always")
 def _mix(Cb, c_off, c_str, c_mul, T, a_mul, c_dim, Wrow, w_off, wa, wc):
     # Cb[c_off + k * c_str + c] += sum_a T[k * a_mul + a] * W[w_off + a * wa + c * wc]
     if c_mul == 1 and wa == 1:
@@ -216,7 +216,7 @@ def _forward_form(table, ci, cj, ck, cv, W, w_batched, A, B, C, segA, segB, segC
 
 
 
-@numba.njit(fastmath=True, cache=True)
+@numba.njit(fastmath=True, cache=True, inline="always")
 def _dot_into(GW, w_off, w_str, T, n_mul, g_dim, Gb, g_off, g_str):
     # GW[w_off + a * w_str] += sum_k T[k * n_mul + a] * G[g_off + k * g_str + a]
     for k in range(g_dim):
@@ -232,7 +232,7 @@ def _dot_into(GW, w_off, w_str, T, n_mul, g_dim, Gb, g_off, g_str):
                 GW[w_off + a * w_str] += Ts[a] * Gs[a]
 
 
-@numba.njit(fastmath=True, cache=True)
+@numba.njit(fastmath=True, cache=True, inline="always")
 def _outer_into(GW, w_off, wa, wc, T, a_mul, g_dim, Gb, g_off, g_str, g_mul):
     # GW[w_off + a * wa + c * wc] += sum_k T[k * a_mul + a] * G[g_off + k * g_str + c]
     for k in range(g_dim):
@@ -381,6 +381,44 @@ class _CpuPlan:
 
 _plans = {}
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Output buffers: on many machines the first touch of a freshly allocated large tensor (page faults, zeroing by the
+# kernel) costs more than the product itself. Large outputs are therefore taken from a small pool of storages that
+# nobody else references any more (use count 1: only the pool holds them), like a caching allocator. Set
+# EQUITP_CPU_POOL=0 to disable.
+# ---------------------------------------------------------------------------------------------------------------------
+import os as _os  # noqa: E402
+from collections import OrderedDict as _OrderedDict  # noqa: E402
+
+POOL_ENABLED = _os.environ.get("EQUITP_CPU_POOL", "1") != "0"
+_POOL_MIN_BYTES = 1 << 20
+_POOL_KEYS = 16
+_pool_storages = _OrderedDict()
+
+
+def _empty(shape, dtype):
+    numel = 1
+    for s_ in shape:
+        numel *= s_
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    if not POOL_ENABLED or numel * itemsize < _POOL_MIN_BYTES:
+        return torch.empty(shape, dtype=dtype)
+    key = (numel, dtype)
+    storages = _pool_storages.get(key)
+    if storages is None:
+        storages = _pool_storages[key] = []
+        while len(_pool_storages) > _POOL_KEYS:
+            _pool_storages.popitem(last=False)
+    else:
+        _pool_storages.move_to_end(key)
+    for st in storages:
+        if torch._C._storage_Use_Count(st._cdata) == 1:
+            return torch.empty(0, dtype=dtype).set_(st, 0, tuple(shape))
+    t = torch.empty(shape, dtype=dtype)
+    if len(storages) < 3:
+        storages.append(t.untyped_storage())
+    return t
+
 #: kernel family override for tests and benchmarks: None (automatic), "channels" or "items"
 KERNEL_FAMILY = None
 
@@ -455,7 +493,7 @@ def tensor_product_cpu(desc, target: int, operands, weightless: bool = True):
         numel = desc.weight_numel
         A, B, G = operands[1], operands[2], operands[3]
         if w_batched:
-            out = torch.empty((N, numel), dtype=dtype)
+            out = _empty((N, numel), dtype)
             if N == 0 or numel == 0:
                 return out.zero_()
             gw = out
@@ -479,7 +517,7 @@ def tensor_product_cpu(desc, target: int, operands, weightless: bool = True):
     a, b = _ROLES[target]
     A, B = operands[a], operands[b]
     dim_c = desc.operand_dim(target)
-    out = torch.empty((N, dim_c), dtype=dtype)
+    out = _empty((N, dim_c), dtype)
     if N == 0:
         return out
     if W is None or W.numel() == 0:
@@ -527,11 +565,11 @@ def tensor_product_cpu_backward(desc, operands, needs, weightless: bool = True):
     w_batched = W is not None and W.dim() == 2
     plan = _get_plan(desc, dtype)
     np_dtype = X.numpy().dtype
-    gx = torch.empty((N, X.shape[1]), dtype=dtype) if need_x else None
-    gy = torch.empty((N, Y.shape[1]), dtype=dtype) if need_y else None
+    gx = _empty((N, X.shape[1]), dtype) if need_x else None
+    gy = _empty((N, Y.shape[1]), dtype) if need_y else None
     numel = desc.weight_numel
     if need_w:
-        gw = torch.empty((N, numel), dtype=dtype) if w_batched else torch.empty((_num_threads(), numel), dtype=dtype)
+        gw = _empty((N, numel), dtype) if w_batched else torch.empty((_num_threads(), numel), dtype=dtype)
     else:
         gw = None
     if N == 0:
