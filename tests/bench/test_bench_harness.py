@@ -206,6 +206,25 @@ def test_failing_implementation_is_a_row(monkeypatch):
         assert r["error"] is None and r["median_ms"] > 0
 
 
+def test_slow_peer_gets_fewer_rounds(monkeypatch):
+    import time
+
+    def slow(case, problem):
+        def fn(x, y, w):
+            time.sleep(0.05)
+            return torch.zeros(x.shape[0], problem.g.shape[-1])
+
+        return _impls.Impl("slow", "torch", "slow", fn, comparable=False)
+
+    monkeypatch.setitem(PEERS, "slow", _impls.Peer("slow", "torch", ("channelwise",), False, slow, "sleeps"))
+    result = run_benchmark(cases=["nequip-water"], peers=["slow"], passes=["fwd"], batch=6, repeats=5, warmup=1,
+                           budget_s=0.09, measure_machine=False)
+    (eq,) = _rows(result, impl="equitp-cpu")
+    (sl,) = _rows(result, impl="slow")
+    assert sl["repeats"] == 1 and eq["repeats"] >= 3
+    assert eq["speedup_vs"]["slow"] > 0
+
+
 def test_failing_case_does_not_stop_the_run(monkeypatch):
     real = _runner.make_problem
 

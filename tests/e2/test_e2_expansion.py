@@ -166,3 +166,17 @@ def test_he_initialisation_matches_e2cnn():
     np.testing.assert_allclose(lb.he_init_std(), _generalized_he_init_variances(conv._basisexpansion).numpy(),
                                rtol=1e-6)
     np.testing.assert_allclose(lb._bias_np, conv.bias_expansion.numpy(), atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["SO2-irreps", "C8-mixed", "C8-regular"])
+def test_results_do_not_alias_reused_buffers(name):
+    """Intermediate buffers are reused between calls; returned filters must stay intact."""
+    fin, fout, k = LAYERS[name]
+    lb = e2.layer_basis(fin, fout, e2.basis_params(k))
+    w1, w2 = torch.randn(lb.dim), torch.randn(lb.dim)
+    with torch.no_grad():
+        for expansion in ("padded", "block"):
+            a = lb.expand(w1, expansion)
+            a_copy = a.clone()
+            lb.expand(w2, expansion)
+            torch.testing.assert_close(a, a_copy)

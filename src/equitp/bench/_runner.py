@@ -10,9 +10,10 @@ Method (GUIDE §5):
   backward built with ``create_graph=True``; only the second backward is timed);
 * each loop: ``warmup`` untimed rounds, then up to ``repeats`` timed rounds; a round runs every implementation once,
   in a rotating order, so drift on a shared machine hits all of them alike; the median and the min-max are reported;
-* rounds are capped by a time budget per loop: at least 3 rounds, except for an implementation whose single call
-  exceeds a third of the budget, which runs only in the first ``max(1, budget / its time)`` rounds (its row's
-  ``repeats`` says how many), so a very slow peer cannot stall the run;
+* rounds are capped by a time budget per loop, judged from the first timed round: at least 3 rounds, except for
+  an implementation whose call there exceeded a third of the budget, which runs only in the first
+  ``max(1, budget / its time)`` rounds (its row's ``repeats`` says how many), so a very slow peer cannot stall
+  the run;
 * a failing implementation (an exception, out of memory) gets an ``error`` in its rows and leaves the loop; the rest
   runs on.
 """
@@ -237,30 +238,21 @@ def _time_loop(loop: str, timings: List[_Timing], p: Problem, warmup: int, repea
             t.error[q] = _describe(exc)
         active.remove(t)
 
-    warm: Dict[int, float] = {}
     for _ in range(max(1, warmup)):
         for t in list(active):
             try:
-                warm[id(t)] = max(step(t.impl, p).values())
+                step(t.impl, p)
             except Exception as exc:  # noqa: BLE001 - a failing implementation becomes a row
                 fail(t, exc)
-    # rounds: as many as the budget allows (at least 3, at most `repeats`) for the implementations whose call fits
-    # a third of the budget; a slower one runs only in the first max(1, budget / its time) rounds
-    slow = {id(t) for t in active if warm.get(id(t), 0.0) > budget_s / _MIN_ROUNDS}
-    fast_round = sum(warm.get(id(t), 0.0) for t in active if id(t) not in slow)
-    rounds = repeats if fast_round <= 0 else min(repeats, max(_MIN_ROUNDS, int(budget_s / fast_round)))
-    limit = {id(t): rounds if id(t) not in slow else min(rounds, max(1, int(budget_s / warm[id(t)])))
-             for t in active}
     probe = MemoryProbe(p.device)
-    for r in range(rounds):
-        if not active:
-            break
-        k = r % len(active)
-        for t in active[k:] + active[:k]:
-            if r >= limit[id(t)]:
+
+    def run_round(r: int, members: List[_Timing]) -> None:
+        k = r % len(members) if members else 0
+        for t in members[k:] + members[:k]:
+            if t not in active:
                 continue
             try:
-                if r == 0:
+                if r == 0:  # the first timed round also measures peak memory
                     with probe.measure():
                         sample = step(t.impl, p)
                     for q in passes:
@@ -272,6 +264,22 @@ def _time_loop(loop: str, timings: List[_Timing], p: Problem, warmup: int, repea
                 continue
             for q in passes:
                 t.samples.setdefault(q, []).append(sample[q])
+
+    run_round(0, list(active))
+    # further rounds: as many as the budget allows (at least 3, at most `repeats`) for the implementations whose
+    # call (timed in round 0, after warm-up) fits a third of the budget; a slower one runs only in the first
+    # max(1, budget / its time) rounds
+    first = {id(t): max(t.samples[q][0] for q in passes) for t in active}
+    slow = {id(t) for t in active if first[id(t)] > budget_s / _MIN_ROUNDS}
+    fast_round = sum(first[id(t)] for t in active if id(t) not in slow)
+    rounds = repeats if fast_round <= 0 else min(repeats, max(_MIN_ROUNDS, int(budget_s / fast_round)))
+    limit = {id(t): rounds if id(t) not in slow else min(rounds, max(1, int(budget_s / first[id(t)])))
+             for t in active}
+    for r in range(1, rounds):
+        members = [t for t in active if r < limit[id(t)]]
+        if not members:
+            break
+        run_round(r, members)
     for t in timings:
         if t.impl.comparable and not any(q in t.error for q in passes):
             try:

@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ._group import Group, IrreducibleRepresentation, Representation
+from ._group import Group, Representation
 
 __all__ = ["BasisParams", "basis_params", "PairBasis", "pair_basis", "irreps_pair_solution", "grid_coordinates"]
 

@@ -232,12 +232,14 @@ class LayerBasis:
         nnz = sum(p.basis.nnz for p in self.pairs)
         return dense / nnz
 
-    def stored_bytes(self, expansion: str, dtype: torch.dtype = torch.float32) -> int:
-        """Bytes of basis data one expansion keeps (values, indices, change-of-basis matrices).
+    def stored_bytes(self, expansion: str, dtype: torch.dtype = torch.float32, executor: str = "torch") -> int:
+        """Bytes of basis data one expansion keeps per dtype and device (values, indices, changes of basis).
 
-        For ``"block"``: the CSR blocks (values and indices, twice: by rows and by elements) and ``Q_out``/``Q_in``;
-        or, for pairs whose ``Q_in`` is folded into the blocks, the folded blocks (``sum_e d_out I S`` numbers) and
-        ``Q_out``.
+        ``"padded"``: the dense bases ``(D, O, I, S)``. ``"block"``: per pair either the folded blocks
+        (``sum_e d_out I S`` numbers, when ``Q_in`` is folded) and ``Q_out``, or the sparse blocks in the form the
+        fill ``executor`` keeps (``"torch"``: rows padded to the longest row; ``"triton"``/``"numba"``: CSR by
+        rows and by elements) and ``Q_out``/``Q_in``. The float64 master copy of the blocks shared by all dtypes is
+        not counted.
         """
         item = torch.empty((), dtype=dtype).element_size()
         total = 0
@@ -249,17 +251,16 @@ class LayerBasis:
             seen.add(b)
             if expansion == "padded":
                 total += b.dim * b.out_size * b.in_size * self.num_points * item
-            elif expansion == "block" and p.folded:
-                total += p.folded_numbers * item + b.dim * 8
-                if not b.out_repr.identity_change_of_basis:
-                    total += b.out_size ** 2 * item
             elif expansion == "block":
-                nnz_v = b.nnz // self.num_points
-                total += 2 * (b.nnz * item + nnz_v * 4) + (b.out_size * b.in_size + 1 + b.dim + 1) * 4
+                if p.folded:
+                    total += p.folded_numbers * item + b.dim * 8
+                else:
+                    fs = FillStructure(b.fill_arrays(), b.out_size * b.in_size, b.dim, dtype, torch.device("cpu"))
+                    total += fs.stored_bytes(executor)
+                    if not b.in_repr.identity_change_of_basis:
+                        total += b.in_size ** 2 * item
                 if not b.out_repr.identity_change_of_basis:
                     total += b.out_size ** 2 * item
-                if not b.in_repr.identity_change_of_basis:
-                    total += b.in_size ** 2 * item
             else:
                 raise ValueError(f"expansion must be 'padded' or 'block'; got {expansion!r}")
         return total
@@ -435,12 +436,16 @@ class LayerBasis:
         for p, B in zip(self.pairs, dense):
             b = p.basis
             w = weights[p.start:p.end].view(p.n_out * p.n_in, b.dim)
-            if torch.is_grad_enabled() and w.requires_grad:
-                k = torch.mm(w, B)
-            else:  # the GEMM result is not kept by autograd: reuse a buffer
+            reuse = not (torch.is_grad_enabled() and w.requires_grad)
+            if reuse:  # the GEMM result is not kept by autograd: reuse a buffer
                 k = torch.mm(w, B, out=workspace("padded-k", w.shape[0] * B.shape[1], w).view(w.shape[0], -1))
+            else:
+                k = torch.mm(w, B)
             k = k.view(p.n_out, p.n_in, b.out_size, b.in_size, self.num_points)
-            blocks.append(k.transpose(1, 2).reshape(p.n_out * b.out_size, p.n_in * b.in_size, self.num_points))
+            blk = k.transpose(1, 2).reshape(p.n_out * b.out_size, p.n_in * b.in_size, self.num_points)
+            if reuse and blk.data_ptr() == k.data_ptr():
+                blk = blk.clone()  # a view of the buffer (one field on a side): copy before the buffer is reused
+            blocks.append(blk)
         return self._assemble(blocks, weights).view(
             self.out_type.size, self.in_type.size, self.kernel_size, self.kernel_size
         )

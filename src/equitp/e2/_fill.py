@@ -77,66 +77,86 @@ def _numba_kernels():
 
 
 class FillStructure:
-    """Device/dtype tensors of the vector CSR matrix ``M`` (``R`` rows, ``D`` columns, vectors of length ``S``).
+    """The vector CSR matrix ``M`` (``R`` rows, ``D`` columns, vectors of length ``S``) for one dtype / device.
+
+    Holds the shared float64 arrays of :meth:`PairBasis.fill_arrays`; each executor builds (once, lazily) only the
+    form it uses: device CSR tensors (triton), dtype-cast numpy arrays (numba) or rows padded to the longest row
+    (torch).
 
     Args:
-        rowptr, col, val: CSR by rows (``val`` ``(nnz, S)``).
-        t_rowptr, t_row, t_val: the same entries grouped by column (element).
+        arrays: ``(rowptr, col, val, t_rowptr, t_row, t_val)``: CSR by rows (``val`` ``(nnz, S)``) and the same
+            entries grouped by column (element).
         n_rows, n_cols: ``R`` and ``D``.
         dtype, device: where the tensors live.
     """
 
-    def __init__(
-        self,
-        arrays: tuple,
-        n_rows: int,
-        n_cols: int,
-        dtype: torch.dtype,
-        device: torch.device,
-    ):
-        rowptr, col, val, t_rowptr, t_row, t_val = arrays
+    def __init__(self, arrays: tuple, n_rows: int, n_cols: int, dtype: torch.dtype, device: torch.device):
+        self.arrays = arrays
         self.n_rows = n_rows
         self.n_cols = n_cols
-        self.num_points = val.shape[1]
-        self.nnz = int(val.shape[0])
+        self.num_points = arrays[2].shape[1]
+        self.nnz = int(arrays[2].shape[0])
         self.dtype = dtype
         self.device = device
-        self.rowptr = torch.tensor(rowptr, device=device)
-        self.col = torch.tensor(col, device=device)
-        self.val = torch.tensor(np.ascontiguousarray(val), dtype=dtype, device=device)
-        self.t_rowptr = torch.tensor(t_rowptr, device=device)
-        self.t_row = torch.tensor(t_row, device=device)
-        self.t_val = torch.tensor(np.ascontiguousarray(t_val), dtype=dtype, device=device)
-        if device.type == "cpu" and dtype in (torch.float32, torch.float64):
-            npd = np.float32 if dtype == torch.float32 else np.float64
+        self._csr: tuple | None = None
+        self._np: tuple | None = None
+        self._gather: tuple | None = None
+
+    def csr(self) -> tuple[torch.Tensor, ...]:
+        """Device tensors ``(rowptr, col, val, t_rowptr, t_row, t_val)`` (indices int32)."""
+        if self._csr is None:
+            rowptr, col, val, t_rowptr, t_row, t_val = self.arrays
+            dev = self.device
+            self._csr = (
+                torch.tensor(rowptr, device=dev),
+                torch.tensor(col, device=dev),
+                torch.tensor(val, dtype=self.dtype, device=dev),
+                torch.tensor(t_rowptr, device=dev),
+                torch.tensor(t_row, device=dev),
+                torch.tensor(t_val, dtype=self.dtype, device=dev),
+            )
+        return self._csr
+
+    def numba_arrays(self) -> tuple[np.ndarray, ...]:
+        """numpy arrays in the structure's dtype; forward values zero padded to a multiple of 8 points."""
+        if self._np is None:
+            if self.device.type != "cpu" or self.dtype not in (torch.float32, torch.float64):
+                raise ValueError(f"the numba executor needs float32/float64 CPU tensors; got {self.dtype}")
+            rowptr, col, val, t_rowptr, t_row, t_val = self.arrays
+            npd = np.float32 if self.dtype == torch.float32 else np.float64
             sp = -(-val.shape[1] // 8) * 8
             valp = np.zeros((val.shape[0], sp), dtype=npd)
             valp[:, : val.shape[1]] = val
-            self._np = (
-                np.ascontiguousarray(rowptr),
-                np.ascontiguousarray(col),
-                valp,
-                np.ascontiguousarray(t_rowptr),
-                np.ascontiguousarray(t_row),
-                np.ascontiguousarray(t_val, dtype=npd),
-            )
-        self._gather: tuple | None = None
+            self._np = (rowptr, col, valp, t_rowptr, t_row, np.ascontiguousarray(t_val, dtype=npd))
+        return self._np
 
     def gather_form(self) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Rows padded to ``P`` entries: (column index ``(R*P,)`` with ``D`` for padding, values ``(R, P, S)``)."""
         if self._gather is None:
-            counts = (self.rowptr[1:] - self.rowptr[:-1]).long()
-            P = max(int(counts.max().item()) if self.n_rows else 0, 1)
-            pos = torch.arange(self.nnz, device=self.device) - torch.repeat_interleave(
-                self.rowptr[:-1].long(), counts
+            rowptr, col, val = self.arrays[:3]
+            counts = np.diff(rowptr).astype(np.int64)
+            P = max(int(counts.max()) if self.n_rows else 0, 1)
+            rows = np.repeat(np.arange(self.n_rows), counts)
+            pos = np.arange(self.nnz) - np.repeat(rowptr[:-1].astype(np.int64), counts)
+            idx = np.full((self.n_rows, P), self.n_cols, dtype=np.int64)
+            idx[rows, pos] = col
+            vals = np.zeros((self.n_rows, P, self.num_points))
+            vals[rows, pos] = val
+            self._gather = (
+                torch.tensor(idx.reshape(-1), device=self.device),
+                torch.tensor(vals, dtype=self.dtype, device=self.device),
+                P,
             )
-            rows = torch.repeat_interleave(torch.arange(self.n_rows, device=self.device), counts)
-            idx = torch.full((self.n_rows, P), self.n_cols, dtype=torch.long, device=self.device)
-            idx[rows, pos] = self.col.long()
-            vals = torch.zeros((self.n_rows, P, self.num_points), dtype=self.dtype, device=self.device)
-            vals[rows, pos] = self.val
-            self._gather = (idx.reshape(-1), vals, P)
         return self._gather
+
+    def stored_bytes(self, executor: str) -> int:
+        """Bytes of the form ``executor`` keeps (``"torch"``: padded rows; ``"triton"``/``"numba"``: CSR twice)."""
+        item = torch.empty((), dtype=self.dtype).element_size()
+        if executor == "torch":
+            P = max(int(np.diff(self.arrays[0]).max()) if self.n_rows else 0, 1)
+            return self.n_rows * P * (self.num_points * item + 8)
+        nnz_v = self.nnz
+        return 2 * nnz_v * (self.num_points * item + 4) + (self.n_rows + self.n_cols + 2) * 4
 
 
 def _forward_torch(s: FillStructure, x: torch.Tensor) -> torch.Tensor:
@@ -160,7 +180,7 @@ def _forward_numba(s: FillStructure, x: torch.Tensor) -> torch.Tensor:
     x = x.detach().contiguous()
     out = torch.empty((s.n_rows, x.shape[0], s.num_points), dtype=x.dtype)
     if out.numel():
-        rowptr, col, valp = s._np[:3]
+        rowptr, col, valp = s.numba_arrays()[:3]
         _numba_kernels()["forward"](rowptr, col, valp, x.numpy(), out.numpy())
     return out
 
@@ -169,7 +189,7 @@ def _backward_numba(s: FillStructure, g: torch.Tensor) -> torch.Tensor:
     g = g.detach().contiguous()
     gxt = torch.empty((s.n_cols, g.shape[1]), dtype=g.dtype)
     if gxt.numel():
-        t_rowptr, t_row, t_val = s._np[3:]
+        t_rowptr, t_row, t_val = s.numba_arrays()[3:]
         _numba_kernels()["backward"](t_rowptr, t_row, t_val, g.numpy(), gxt.numpy())
     return gxt.t()
 

@@ -119,7 +119,8 @@ def fill_forward_triton(structure: Any, x: torch.Tensor) -> torch.Tensor:
         return out
     bf, bs = _blocks(F, S)
     grid = (structure.n_rows, (F + bf - 1) // bf)
-    kernel[grid](structure.rowptr, structure.col, structure.val, x, out, F, D, S, BLOCK_F=bf, BLOCK_S=bs)
+    rowptr, col, val = structure.csr()[:3]
+    kernel[grid](rowptr, col, val, x, out, F, D, S, BLOCK_F=bf, BLOCK_S=bs)
     return out
 
 
@@ -135,5 +136,6 @@ def fill_backward_triton(structure: Any, g: torch.Tensor) -> torch.Tensor:
         return gx
     bf, bs = _blocks(F, S)
     grid = (D, (F + bf - 1) // bf)
-    kernel[grid](structure.t_rowptr, structure.t_row, structure.t_val, g, gx, F, D, S, BLOCK_F=bf, BLOCK_S=bs)
+    t_rowptr, t_row, t_val = structure.csr()[3:]
+    kernel[grid](t_rowptr, t_row, t_val, g, gx, F, D, S, BLOCK_F=bf, BLOCK_S=bs)
     return gx
