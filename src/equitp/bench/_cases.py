@@ -168,9 +168,9 @@ def _build_suites() -> Dict[str, Suite]:
             "default",
             "what `equitp bench` runs: the standard configurations and a short sweep (L <= 4) at batch 250, the "
             "l=8 accumulation at 20,000 rows (2-3 min on 2 cores; --quick: a subset at batch 64, < 1 min)",
-            tuple((label, 250, 64 if label in ("mace-large", "nequip-revmd17-benzene", "diffdock-l2",
-                                                "tetris-poly-1") else None) for label in _STANDARD)
-            + tuple((f"{fam}-L{L}", 250, 64 if L <= 2 else None)
+            tuple((label, 250, 64 if label in ("mace-large", "diffdock-l2", "tetris-poly-2") else None)
+                  for label in _STANDARD)
+            + tuple((f"{fam}-L{L}", 250, 64 if L == 2 and fam != "simo" else None)
                     for fam in ("siso", "simo", "mimo") for L in (1, 2, 3, 4) if f"{fam}-L{L}" in CASES)
             + (("accumulate-l8", 20_000, 4_000),),
             repeats=5,

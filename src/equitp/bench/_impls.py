@@ -370,7 +370,7 @@ def _build_accumulate_baseline(name: str):
 
 
 #: ``python-loops`` runs by default only when rows x nnz is at most this (it is a Python loop over the non-zeros)
-PYTHON_LOOPS_MAX_WORK = 2_000_000
+PYTHON_LOOPS_MAX_WORK = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -405,7 +405,7 @@ PEERS: Dict[str, Peer] = {
         Peer("torch-sparse", "torch", ("accumulate",), True, _build_accumulate_baseline("torch-sparse"),
              "torch.sparse.mm of the COO rule with the transposed outer product"),
         Peer("python-loops", "torch", ("accumulate",), True, _build_accumulate_baseline("python-loops"),
-             "a Python loop over the non-zeros (by default only when rows * nnz <= 2e6)"),
+             "a Python loop over the non-zeros (by default only when rows * nnz <= 1e6)"),
     )
 }
 

@@ -2,9 +2,9 @@
 
 ``kappa_f = Q_out (sum_e w_fe beta_e) Q_in^T = Q_out sum_e w_fe (beta_e Q_in^T)``: applying ``Q_in`` to the ``D``
 stored irreps blocks costs nothing per field pair, and ``beta_e Q_in^T`` still only occupies the ``d_out`` rows of
-its output irrep. Grouping the elements by output irrep position ``a`` turns the fill into one GEMM per position,
-``(F, P_a) @ (P_a, d_a * I * S)``, written into the rows of ``a`` of an ``(O, F_out, F_in * I * S)`` buffer;
-``Q_out`` is then one batched product over the output fields that reads this buffer with strides and writes the
+its output irrep. Grouping the elements by output irrep position ``a`` turns the fill into one GEMM per row ``r``
+of that irrep, ``(F, P_a) @ (P_a, I * S)``, each written in place into row ``r`` of an ``(O, F_out, F_in * I * S)``
+buffer (no reordering copy); ``Q_out`` is then one batched product over the output fields that reads this buffer with strides and writes the
 filter's layout.
 Backward is the transposed computation (written by hand, and differentiable again: double backward is the
 forward).
@@ -86,9 +86,11 @@ def _forward(p: FoldedPlan, w: torch.Tensor, n_out: int, n_in: int) -> torch.Ten
     """
     wp = w.index_select(1, p.perm)
     x = workspace("folded-x", p.O * n_out * n_in * p.I * p.S, w).view(p.O, n_out, n_in, p.I * p.S)
+    F = n_out * n_in
     for a0, da, s0, s1, gam in p.groups:
-        r = torch.mm(wp[:, s0:s1], gam)
-        x[a0:a0 + da].copy_(r.view(n_out, n_in, da, -1).permute(2, 0, 1, 3))
+        rows = gam.view(gam.shape[0], da, -1)
+        for r in range(da):  # one GEMM per irreps-space row, written in place (no reordering copy)
+            torch.mm(wp[:, s0:s1], rows[:, r], out=x[a0 + r].view(F, -1))
     x = x.view(p.O, n_out, -1).transpose(0, 1)
     if p.q_out is not None:
         return torch.matmul(p.q_out, x)
