@@ -238,13 +238,19 @@ def _time_loop(loop: str, timings: List[_Timing], p: Problem, warmup: int, repea
             t.error[q] = _describe(exc)
         active.remove(t)
 
-    for _ in range(max(1, warmup)):
+    probe = MemoryProbe(p.device)
+    for w in range(max(1, warmup)):
         for t in list(active):
             try:
-                step(t.impl, p)
+                if w == 0:  # peak memory on the first call, before the implementation's own caches hold anything
+                    with probe.measure():
+                        step(t.impl, p)
+                    for q in passes:
+                        t.peak_mb[q] = probe.peak_mb
+                else:
+                    step(t.impl, p)
             except Exception as exc:  # noqa: BLE001 - a failing implementation becomes a row
                 fail(t, exc)
-    probe = MemoryProbe(p.device)
 
     def run_round(r: int, members: List[_Timing]) -> None:
         k = r % len(members) if members else 0
@@ -252,13 +258,7 @@ def _time_loop(loop: str, timings: List[_Timing], p: Problem, warmup: int, repea
             if t not in active:
                 continue
             try:
-                if r == 0:  # the first timed round also measures peak memory
-                    with probe.measure():
-                        sample = step(t.impl, p)
-                    for q in passes:
-                        t.peak_mb[q] = probe.peak_mb
-                else:
-                    sample = step(t.impl, p)
+                sample = step(t.impl, p)
             except Exception as exc:  # noqa: BLE001
                 fail(t, exc)
                 continue

@@ -768,12 +768,20 @@ def _weight_form_blocked(table, ci, cj, ck, cv, GW, w_batched, A, B, G, segA, se
 
 
 def _use_blocked(desc) -> bool:
-    """Item-blocked kernels when the channel-vectorised loops would be short (nnz-weighted channel count < 16)."""
+    """Item-blocked kernels when the channel-vectorised loops would be short: the work-weighted length of the
+    innermost channel loop (the mixing loop over output channels for uvw/uuw) is below 16."""
     num = den = 0.0
     for p, (_, _, _, v) in zip(desc.paths, desc.sparse_paths):
         m1 = desc.irreps_in1[p.i_in1].mul
         m2 = desc.irreps_in2[p.i_in2].mul
-        vec = m2 if p.mode in ("uvv", "uvuv") else m1
-        num += len(v) * vec
-        den += len(v)
+        mo = desc.irreps_out[p.i_out].mul
+        d3 = desc.irreps_out[p.i_out].ir.dim
+        if p.mode in ("uvw", "uuw"):
+            vec, work = mo, len(v) * m1 * m2 + d3 * m1 * m2 * mo
+        elif p.mode in ("uvv", "uvuv"):
+            vec, work = m2, len(v) * m1 * m2
+        else:
+            vec, work = m1, len(v) * m1 * m2
+        num += work * vec
+        den += work
     return den > 0 and num / den < 16
