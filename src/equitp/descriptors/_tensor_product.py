@@ -196,7 +196,6 @@ class TensorProductDescriptor:
             raise ValueError(
                 f"instructions[{n}]: {ir1} x {ir2} -> {iro} violates parity (expected p = {ir1.p * ir2.p}, got {iro.p})"
             )
-        need = {"uvu": (m1, mo, "mul_in1"), "uvv": (m2, mo, "mul_in2"), "uuw": (m1, m2, "mul_in1"), "uuu": None}.get(mode)
         if mode == "uvu" and m1 != mo:
             raise ValueError(f"instructions[{n}]: mode 'uvu' needs mul_out == mul_in1, got mul_in1={m1}, mul_out={mo}")
         if mode == "uvv" and m2 != mo:
@@ -213,7 +212,6 @@ class TensorProductDescriptor:
             raise ValueError(f"instructions[{n}]: mode 'uuw' without weights needs mul_out == 1, got {mo}")
         if mode == "uvw" and not has_weight:
             raise ValueError(f"instructions[{n}]: mode 'uvw' requires has_weight=True")
-        del need
         return i1, i2, io, mode, bool(has_weight), path_weight
 
     # -- identity ------------------------------------------------------------------------------------------------------
@@ -320,9 +318,6 @@ class TensorProductDescriptor:
         return _Plan(self)
 
 
-# channel-index letter of (in1, in2, out) for each mode
-_CHAN = {"uvw": "uvw", "uvu": "uvu", "uvv": "uvv", "uuw": "uuw", "uuu": "uuu"}
-
 # codes of the forward-form modes used by the kernels
 MODE_CODE = {"uvw": 0, "uvu": 1, "uvv": 2, "uuw": 3, "uuu": 4}
 
@@ -399,7 +394,7 @@ class _Plan:
             m1, m2, mo = info[1][1], info[2][1], info[3][1]
             if m1 == 0 or m2 == 0 or mo == 0 or len(sv) == 0:
                 continue
-            chan = dict(zip((1, 2, 3), _CHAN[mode]))
+            chan = dict(zip((1, 2, 3), mode))  # the mode's letters are the channel indices of (in1, in2, out)
             strides = dict(zip((1, 2, 3), _weight_strides(mode, m1, m2, mo)))
             ca, cb, cc = chan[A], chan[B], chan[t]
             # forward-form mode from the coincidence pattern of channel letters

@@ -102,7 +102,7 @@ def tensor_product_reference(desc, target: int, operands, weightless: bool = Tru
         else:
             out_sub = subs[target]
             if target == 3 and p.mode == "uuw" and not p.has_weight:
-                out_sub = "zwk"  # w has extent 1 (sum over u)
+                # weightless uuw: mul_out is 1, the path sums over u
                 res = torch.einsum(",".join(terms) + "->zk", *args).unsqueeze(1)
             else:
                 present = set("".join(terms))
