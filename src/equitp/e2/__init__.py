@@ -22,7 +22,7 @@ the cheaper one by a cost model (see ``docs/e2.md``).
 from ._basis import BasisParams, PairBasis, basis_params, grid_coordinates, irreps_pair_solution, pair_basis
 from ._conv import R2Conv
 from ._expansion import COST_MODEL, EXPANSIONS, LayerBasis, layer_basis
-from ._fill import EXECUTORS
+from ._expansion import EXECUTORS
 from ._group import (
     Group,
     IrreducibleRepresentation,

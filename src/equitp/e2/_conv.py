@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ._basis import basis_params
 from ._expansion import EXPANSIONS, LayerBasis, layer_basis
-from ._fill import EXECUTORS
+from ._expansion import EXECUTORS
 from ._gspace import FieldType, GeometricTensor
 
 __all__ = ["R2Conv"]

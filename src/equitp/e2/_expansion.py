@@ -27,11 +27,15 @@ import torch
 from ._basis import BasisParams, PairBasis, pair_basis
 from ._fill import FillStructure, block_fill
 from ._folded import FoldedPlan, folded_expand, workspace
+from ._fused import FusedPlan, fused_available, fused_expand
 from ._gspace import FieldType
 
-__all__ = ["LayerBasis", "layer_basis", "EXPANSIONS", "COST_MODEL"]
+__all__ = ["LayerBasis", "layer_basis", "EXPANSIONS", "EXECUTORS", "COST_MODEL"]
 
 EXPANSIONS = ("auto", "padded", "block")
+# Block-expansion executors: "fused" (the whole layer in one CPU kernel, :mod:`._fused`), or a block-fill kernel
+# followed by the Q products ("numba", "triton", "torch" -- the pure-torch reference); "auto" picks by device.
+EXECUTORS = ("auto", "fused", "numba", "triton", "torch")
 
 # Cost model constants (seconds per unit), fitted on the 2-core AMD EPYC of the benchmark (float32, CPU, torch 2.13,
 # one thread, CPU time: ``python -m equitp.bench._e2_suite --calibrate --threads 1 --cpu-time``, then rounded).
@@ -43,6 +47,7 @@ COST_MODEL = {
     "q_mac": 1.0e-10,  # one multiply-add of the Q_out / Q_in products (inner size O or I: memory bound)
     "move": 5.0e-10,  # one filter element moved by a strided copy (transpose, scatter)
     "op": 2.0e-5,  # fixed cost of one launched op
+    "fused_mac": 3.0e-10,  # one multiply-add of the fused CPU kernel (fill, Q_in, Q_out in cache; short vectors)
 }
 
 
@@ -76,6 +81,21 @@ class _DeviceTensors:
         self.bias: torch.Tensor | None = None
         self.std: torch.Tensor | None = None
 
+
+_FUSED_AVAILABLE = fused_available()
+
+
+def _covered(b: PairBasis) -> int:
+    """Number of irreps-space entries ``(o, i)`` some block of ``b`` covers."""
+    cov = np.zeros((b.out_size, b.in_size), dtype=bool)
+    for e in range(b.dim):
+        cov[b.out_offset[e]:b.out_offset[e] + b.out_dim[e], b.in_offset[e]:b.in_offset[e] + b.in_dim[e]] = True
+    return int(cov.sum())
+
+
+def _nonzeros_per_row(rep) -> float:
+    q = np.asarray(rep.change_of_basis)
+    return float((np.abs(q) > 0).sum()) / q.shape[0]
 
 _STRUCT_CACHE: dict[tuple, Any] = {}
 _STRUCT_LOCK = threading.Lock()
@@ -161,6 +181,9 @@ class LayerBasis:
         )
         self._bias_np = self._bias_expansion()
         self._device: dict[tuple, _DeviceTensors] = {}
+        self._fused_plans: dict[torch.dtype, FusedPlan] = {}  # CPU plans of the fused block kernel, per dtype
+        self._filter_shape = (out_type.size, in_type.size, self.kernel_size, self.kernel_size)
+        self._auto_fused = self.block_executor("cpu") == "fused"
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ descriptive
@@ -232,16 +255,30 @@ class LayerBasis:
         nnz = sum(p.basis.nnz for p in self.pairs)
         return dense / nnz
 
-    def stored_bytes(self, expansion: str, dtype: torch.dtype = torch.float32, executor: str = "torch") -> int:
+    def block_executor(self, device: torch.device | str = "cpu") -> str:
+        """The block executor ``executor="auto"`` runs on ``device``: ``"fused"`` on CPU for layers without folded
+        pairs (pairs whose dense ``Q_in`` is applied to the stored blocks, where torch's GEMMs beat the fused kernel's
+        short loops), else ``"folded"`` (the :mod:`._folded` GEMMs for folded pairs, the fill for the others)."""
+        if torch.device(device).type == "cpu" and _FUSED_AVAILABLE and not any(p.folded for p in self.pairs):
+            return "fused"
+        return "folded"
+
+    def stored_bytes(self, expansion: str, dtype: torch.dtype = torch.float32, executor: str = "auto") -> int:
         """Bytes of basis data one expansion keeps per dtype and device (values, indices, changes of basis).
 
-        ``"padded"``: the dense bases ``(D, O, I, S)``. ``"block"``: per pair either the folded blocks
-        (``sum_e d_out I S`` numbers, when ``Q_in`` is folded) and ``Q_out``, or the sparse blocks in the form the
-        fill ``executor`` keeps (``"torch"``: rows padded to the longest row; ``"triton"``/``"numba"``: CSR by
-        rows and by elements) and ``Q_out``/``Q_in``. The float64 master copy of the blocks shared by all dtypes is
-        not counted.
+        ``"padded"``: the dense bases ``(D, O, I, S)``. ``"block"``: what ``executor`` keeps (``"auto"``: the executor
+        :meth:`block_executor` picks on CPU): ``"fused"``: the packed plan of :mod:`._fused` (distinct irreps-block
+        rows, element table, covered entries, distinct changes of basis); ``"folded"``: per pair either the folded
+        blocks (``sum_e d_out I S`` numbers) and ``Q_out``, or the CSR blocks and ``Q_out``/``Q_in``; a fill
+        executor (``"torch"``: rows padded to the longest row; ``"triton"``/``"numba"``: CSR by rows and by
+        elements) and ``Q_out``/``Q_in``. The float64 master copy of the blocks shared by all dtypes is not counted
+        (nor the padded basis's).
         """
         item = torch.empty((), dtype=dtype).element_size()
+        if expansion == "block" and executor == "auto":
+            executor = self.block_executor("cpu")
+        if expansion == "block" and executor == "fused":
+            return self._fused_plan(dtype).stored_bytes
         total = 0
         seen = set()
         for p in self.pairs:
@@ -252,11 +289,11 @@ class LayerBasis:
             if expansion == "padded":
                 total += b.dim * b.out_size * b.in_size * self.num_points * item
             elif expansion == "block":
-                if p.folded:
+                if p.folded and executor == "folded":
                     total += p.folded_numbers * item + b.dim * 8
                 else:
                     fs = FillStructure(b.fill_arrays(), b.out_size * b.in_size, b.dim, dtype, torch.device("cpu"))
-                    total += fs.stored_bytes(executor)
+                    total += fs.stored_bytes("torch" if executor == "folded" else executor)
                     if not b.in_repr.identity_change_of_basis:
                         total += b.in_size ** 2 * item
                 if not b.out_repr.identity_change_of_basis:
@@ -295,6 +332,19 @@ class LayerBasis:
         S = self.num_points
         t = 0.0
         passes = 2.0 if backward else 1.0
+        if expansion == "block" and self.block_executor("cpu") == "fused":
+            # one kernel call per pass: fill + Q_in (covered entries, non-zeros of Q_in) + Q_out (non-zeros) per pair
+            for p in self.pairs:
+                b = p.basis
+                F = p.n_out * p.n_in
+                elems = F * b.out_size * b.in_size * S
+                work = b.nnz
+                if not b.in_repr.identity_change_of_basis:
+                    work += _covered(b) * S * _nonzeros_per_row(b.in_repr)
+                if not b.out_repr.identity_change_of_basis:
+                    work += b.out_size * b.in_size * S * _nonzeros_per_row(b.out_repr)
+                t += passes * (c["fused_mac"] * F * work + c["move"] * elems)
+            return t + passes * 2 * c["op"]
         for p in self.pairs:
             b = p.basis
             F = p.n_out * p.n_in
@@ -385,6 +435,15 @@ class LayerBasis:
             ]
         return t.folded
 
+    def _fused_plan(self, dtype: torch.dtype) -> FusedPlan:
+        plan = self._fused_plans.get(dtype)
+        if plan is None:
+            with self._lock:
+                plan = self._fused_plans.get(dtype)
+                if plan is None:
+                    plan = self._fused_plans[dtype] = FusedPlan(self, dtype)
+        return plan
+
     def _index_tensors(self, device: torch.device) -> list:
         t = self._tensors(torch.int64, device)
         if t.index is None:
@@ -453,19 +512,38 @@ class LayerBasis:
     def expand_block(self, weights: torch.Tensor, executor: str = "auto") -> torch.Tensor:
         """Filter ``(C_out, C_in, k, k)`` by the block expansion.
 
-        Per representation pair: the stored irreps blocks are filled with the weights (a sparse kernel: the vector
-        CSR of :mod:`._fill`), then ``Q_out`` and ``Q_in`` are applied (two small GEMMs, skipped for identity
-        changes of basis). With ``executor="auto"``, pairs with a dense ``Q_in`` whose folded blocks stay small
-        apply ``Q_in`` to the ``D`` stored blocks instead of the ``F`` filled kernels (:mod:`._folded`: one GEMM per
-        output irrep, then ``Q_out``); an explicit executor always takes the sparse fill.
+        Only the irreps blocks are stored; they are filled with the weights, then ``Q_out`` and ``Q_in`` are applied.
+        Executors:
+
+        * ``"fused"`` (CPU, float32/float64): the whole layer in one numba kernel call
+          (:mod:`._fused`): per field pair fill, ``Q_in`` and ``Q_out`` in a cache-resident buffer, written straight
+          into the filter; its backward is the transposed kernel.
+        * ``"numba"``, ``"triton"``, ``"torch"``: per representation pair the sparse block fill of :mod:`._fill`
+          (``"torch"``: the pure-torch reference, gather + batched matmul) followed by two small GEMMs for
+          ``Q_out`` / ``Q_in`` (skipped for identity changes of basis).
+        * ``"auto"``: ``"fused"`` on CPU for layers without folded pairs (:meth:`block_executor`); otherwise (and on
+          CUDA) pairs with a dense ``Q_in`` whose folded blocks stay small apply ``Q_in`` to the ``D`` stored blocks
+          (:mod:`._folded`: torch GEMMs), the others take the fill (Triton on CUDA when installed).
 
         Args:
             weights: ``(dim,)``.
-            executor: ``"auto"``, or the block-fill kernel ``"numba"``, ``"triton"`` or ``"torch"``.
+            executor: one of :data:`EXECUTORS`.
         """
+        if executor == "auto" and type(weights) is torch.Tensor and weights.device.type == "cpu":
+            plan = self._fused_plans.get(weights.dtype) if self._auto_fused else None  # fast path: plan built
+            if plan is not None and weights.dim() == 1 and weights.shape[0] == self.dim:
+                return fused_expand(plan, weights).view(self._filter_shape)
         self._check_weights(weights)
-        if executor not in ("auto", "numba", "triton", "torch"):
-            raise ValueError(f"executor must be one of ('auto', 'numba', 'triton', 'torch'); got {executor!r}")
+        if executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {EXECUTORS}; got {executor!r}")
+        if executor == "auto" and self._auto_fused and self._fused_ok(weights):
+            executor = "fused"
+        if executor == "fused":
+            if weights.device.type != "cpu" or weights.dtype not in (torch.float32, torch.float64):
+                raise ValueError(
+                    f"the fused executor needs float32/float64 CPU weights; got {weights.dtype} on {weights.device}"
+                )
+            return fused_expand(self._fused_plan(weights.dtype), weights).view(self._filter_shape)
         folded = self._folded_tensors(weights.dtype, weights.device) if executor == "auto" else [None] * len(
             self.pairs
         )
@@ -491,6 +569,10 @@ class LayerBasis:
         return self._assemble(blocks, weights).view(
             self.out_type.size, self.in_type.size, self.kernel_size, self.kernel_size
         )
+
+    @staticmethod
+    def _fused_ok(weights: torch.Tensor) -> bool:
+        return weights.device.type == "cpu" and weights.dtype in (torch.float32, torch.float64) and _FUSED_AVAILABLE
 
     def expand(self, weights: torch.Tensor, expansion: str = "padded", executor: str = "auto") -> torch.Tensor:
         """Filter ``(C_out, C_in, k, k)`` from ``weights`` (``(dim,)``) by ``expansion`` ``"padded"``/``"block"``."""
