@@ -9,16 +9,17 @@ from equitp.testing import assert_equivariant
 
 o3 = pytest.importorskip("e3nn.o3")
 
-BACKENDS = ["reference", "cpu", "cpu-channels", "cpu-items"]
+BACKENDS = ["reference", "cpu", "cpu-channels", "cpu-items", "cpu-uvw"]
 
 
 @pytest.fixture(autouse=True)
 def _kernel_family(request, monkeypatch):
-    """``cpu-channels`` / ``cpu-items``: the CPU backend with its channel-vectorised or item-blocked kernels forced."""
+    """``cpu-channels`` / ``cpu-items`` / ``cpu-uvw``: the CPU backend with its generic channel-vectorised, item-blocked or
+    fully connected kernels forced (the last applies to products whose paths are all weighted ``uvw``)."""
     from equitp.executors.cpu import _tensor_product as cpu
 
     backend = request.node.callspec.params.get("backend") if hasattr(request.node, "callspec") else None
-    if backend in ("cpu-channels", "cpu-items"):
+    if backend in ("cpu-channels", "cpu-items", "cpu-uvw"):
         monkeypatch.setattr(cpu, "KERNEL_FAMILY", backend.split("-")[1])
     yield
 
@@ -338,3 +339,35 @@ def test_cpu_output_pool_never_aliases_live_tensors():
     torch.testing.assert_close(a, a_copy)
     torch.testing.assert_close(c, equitp.channelwise_tensor_product("32x0e+32x1o", "0e+1o", "32x0e+32x1o", backend="reference")(*args[2]))
     del ptr
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("layout", ["mul_ir", "ir_mul"])
+def test_fully_connected_kernel_chosen_and_matches_reference(dtype, shared, layout):
+    """DiffDock-like fully connected products run on the dedicated ``uvw`` kernel (the automatic choice), and its
+    output and every gradient (x, y, weights; fused and one at a time) equal the reference executor's."""
+    from equitp.executors.cpu import _tensor_product as cpu
+
+    torch.manual_seed(3)
+    i1, i2 = "11x1o+9x1e+40x0e+37x0o+3x2e", "1x0e+2x1o+1x2e"  # odd widths and an in2 with two channels
+    kw = dict(shared_weights=shared, internal_weights=False, layout=layout)
+    tp = equitp.FullyConnectedTensorProduct(i1, i2, i1, backend="cpu", **kw).to(dtype)
+    ref = equitp.FullyConnectedTensorProduct(i1, i2, i1, backend="reference", **kw).to(dtype)
+    plan = cpu._get_plan(tp.descriptor, dtype)
+    assert plan.uvw and plan.uvw_cover and cpu._fully_connected(plan)
+    n = 41
+    x = torch.randn(n, tp.irreps_in1.dim, dtype=dtype, requires_grad=True)
+    y = torch.randn(n, tp.irreps_in2.dim, dtype=dtype, requires_grad=True)
+    w = torch.randn(*(() if shared else (n,)), tp.weight_numel, dtype=dtype, requires_grad=True)
+    g = torch.randn(n, tp.irreps_out.dim, dtype=dtype)
+    out, out_ref = tp(x, y, w), ref(x, y, w)
+    _check_close(out, out_ref, dtype, "output")
+    grads = torch.autograd.grad(out, (x, y, w), g)
+    grads_ref = torch.autograd.grad(out_ref, (x, y, w), g)
+    for name, a, b in zip(("x", "y", "weight"), grads, grads_ref):
+        _check_close(a, b, dtype, f"grad {name}")
+    # one gradient at a time (the op's single-target path) equals the fused backward
+    for i, name in enumerate(("x", "y", "weight")):
+        (single,) = torch.autograd.grad(tp(x, y, w), (x, y, w)[i], g)
+        _check_close(single, grads_ref[i], dtype, f"single grad {name}")

@@ -376,6 +376,9 @@ class _CpuPlan:
                 tsize = max(tsize, int((table[:, 14] * np.maximum(table[:, 7], table[:, 10])).max()))
         self.tsize = tsize
         self.blocked = _use_blocked(desc)
+        self.uvw = _uvw_eligible(desc, self.weight_form)
+        wt = self.weight_form[0]
+        self.uvw_cover = bool(self.uvw and int((wt[:, 7] * wt[:, 10] * wt[:, 13]).sum()) == desc.weight_numel)
         self.segW = np.asarray([[0, max(desc.weight_numel, 1), 1]], dtype=np.int64)
 
 
@@ -419,7 +422,8 @@ def _empty(shape, dtype):
         storages.append(t.untyped_storage())
     return t
 
-#: kernel family override for tests and benchmarks: None (automatic), "channels" or "items"
+#: kernel family override for tests and benchmarks: None (automatic), "channels" (the generic channel-vectorised
+#: kernels), "items" (item-blocked) or "uvw" (the fully connected kernel where it applies, else "channels")
 KERNEL_FAMILY = None
 
 
@@ -427,6 +431,12 @@ def _blocked(plan) -> bool:
     if KERNEL_FAMILY is None:
         return plan.blocked
     return KERNEL_FAMILY == "items"
+
+
+def _fully_connected(plan) -> bool:
+    if KERNEL_FAMILY is None:
+        return plan.uvw and not plan.blocked
+    return KERNEL_FAMILY == "uvw" and plan.uvw
 
 
 def _get_plan(desc, dtype):
@@ -501,6 +511,9 @@ def tensor_product_cpu(desc, target: int, operands, weightless: bool = True):
             if N == 0 or numel == 0:
                 return torch.zeros(numel, dtype=dtype)
             gw = torch.empty((_num_threads(), numel), dtype=dtype)
+        if _fully_connected(plan):
+            nch = _uvw_run(desc, plan, W, A, B, G, {"gw": gw}, transpose)
+            return out if w_batched else gw[:nch].sum(0)
         table, ci, cj, ck, cv = plan.weight_form
         if _blocked(plan):
             nch = _parallel(
@@ -525,6 +538,10 @@ def tensor_product_cpu(desc, target: int, operands, weightless: bool = True):
         w_batched = False
     else:
         Wn = W.numpy() if w_batched else W.reshape(1, -1).numpy()
+    if _fully_connected(plan) and W is not None and W.numel() > 0:
+        X, Y, G = operands[1], operands[2], operands[3]
+        _uvw_run(desc, plan, W, X, Y, G, {3: {"out": out}, 1: {"gx": out}, 2: {"gy": out}}[target], transpose)
+        return out
     table, ci, cj, ck, cv = plan.forms[target]
     if _blocked(plan):
         _parallel(
@@ -551,7 +568,25 @@ def tensor_product_cpu_backward(desc, operands, needs, weightless: bool = True):
         ``(grad_weight, grad_x, grad_y)`` (None where not needed). Equal to ``tensor_product_cpu`` with targets 0, 1, 2.
     """
     W, X, Y, G = operands
-    if _blocked(_get_plan(desc, X.dtype)):
+    plan = _get_plan(desc, X.dtype)
+    if _fully_connected(plan) and W is not None and W.numel() > 0 and X.shape[0] > 0:
+        N = X.shape[0]
+        need_w, need_x, need_y = needs
+        outs = {}
+        if need_x:
+            outs["gx"] = _empty((N, X.shape[1]), X.dtype)
+        if need_y:
+            outs["gy"] = _empty((N, Y.shape[1]), X.dtype)
+        if need_w:
+            w_batched = W.dim() == 2
+            outs["gw"] = (_empty((N, desc.weight_numel), X.dtype) if w_batched
+                          else torch.empty((_num_threads(), desc.weight_numel), dtype=X.dtype))
+        nch = _uvw_run(desc, plan, W, X, Y, G, outs, desc.layout == "mul_ir")
+        gw = outs.get("gw")
+        if gw is not None and W.dim() != 2:
+            gw = gw[:nch].sum(0)
+        return gw, outs.get("gx"), outs.get("gy")
+    if _blocked(plan):
         # item-blocked kernels: the three gradients as three passes (small operands)
         gw = tensor_product_cpu(desc, 0, [W.new_empty((0, 0)) if W.dim() == 2 else W.new_empty((0,)), X, Y, G]) if (
             needs[0] and W is not None and desc.weight_numel > 0) else None
@@ -785,3 +820,261 @@ def _use_blocked(desc) -> bool:
         num += work * vec
         den += work
     return den > 0 and num / den < 16
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Fully connected products (every path ``uvw`` with weights, e3nn's weight layout W[u, v, w]): one kernel for the
+# forward pass and every gradient, organised around the two small matrix products of each path,
+#   T[k, u] = sum_n coef X[u, i_n] Y[v, j_n]     (CG contraction, vectorised over u)
+#   M[k, u] = sum_w W[u, v, w] G[w, k]           (dot products over contiguous w)
+# out[w, k] += sum_u T[k, u] W[u, v, w]; gW[u, v, w] = sum_k T[k, u] G[w, k];
+# gX[u, i_n] += coef Y[v, j_n] M[k_n, u]; gY[v, j_n] += coef sum_u X[u, i_n] M[k_n, u].
+# The generic forms route the gradients through loops over the output channels with one-channel vectors; these keep
+# every inner loop on a channel axis, and the fused backward computes M once for both input gradients.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _uvw_out(Ob, c_off, c_str, c_mul, c_dim, T, a_mul, Wrow, wbase, wa):
+    # O[k, c] += sum_a T[k, a] W[a, c]: output rows in groups of three and input channels in pairs (or fours), so each
+    # loaded row of W feeds several multiply-adds and each output row is loaded and stored once per pair of channels
+    k0 = 0
+    while k0 < c_dim:
+        r0 = c_off + k0 * c_str
+        O0 = Ob[r0 : r0 + c_mul]
+        T0 = T[k0 * a_mul : (k0 + 1) * a_mul]
+        if c_dim - k0 >= 3:
+            O1 = Ob[r0 + c_str : r0 + c_str + c_mul]
+            O2 = Ob[r0 + 2 * c_str : r0 + 2 * c_str + c_mul]
+            T1 = T[(k0 + 1) * a_mul : (k0 + 2) * a_mul]
+            T2 = T[(k0 + 2) * a_mul : (k0 + 3) * a_mul]
+            a = 0
+            while a + 1 < a_mul:
+                wr = wbase + a * wa
+                Ws = Wrow[wr : wr + c_mul]
+                Vs = Wrow[wr + wa : wr + wa + c_mul]
+                t0, t1, t2 = T0[a], T1[a], T2[a]
+                s0, s1, s2 = T0[a + 1], T1[a + 1], T2[a + 1]
+                for c in range(c_mul):
+                    w = Ws[c]
+                    v = Vs[c]
+                    O0[c] += t0 * w + s0 * v
+                    O1[c] += t1 * w + s1 * v
+                    O2[c] += t2 * w + s2 * v
+                a += 2
+            if a < a_mul:
+                wr = wbase + a * wa
+                Ws = Wrow[wr : wr + c_mul]
+                t0, t1, t2 = T0[a], T1[a], T2[a]
+                for c in range(c_mul):
+                    w = Ws[c]
+                    O0[c] += t0 * w
+                    O1[c] += t1 * w
+                    O2[c] += t2 * w
+            k0 += 3
+        else:
+            a = 0
+            while a + 3 < a_mul:
+                wr = wbase + a * wa
+                W0 = Wrow[wr : wr + c_mul]
+                W1 = Wrow[wr + wa : wr + wa + c_mul]
+                W2 = Wrow[wr + 2 * wa : wr + 2 * wa + c_mul]
+                W3 = Wrow[wr + 3 * wa : wr + 3 * wa + c_mul]
+                t0, t1, t2, t3 = T0[a], T0[a + 1], T0[a + 2], T0[a + 3]
+                for c in range(c_mul):
+                    O0[c] += t0 * W0[c] + t1 * W1[c] + t2 * W2[c] + t3 * W3[c]
+                a += 4
+            while a < a_mul:
+                wr = wbase + a * wa
+                Ws = Wrow[wr : wr + c_mul]
+                t0 = T0[a]
+                for c in range(c_mul):
+                    O0[c] += t0 * Ws[c]
+                a += 1
+            k0 += 1
+
+
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _uvw_grads(GWrow, Wrow, wbase, wa, Gb, c_off, c_str, c_mul, c_dim, T, M, a_mul, do_gw, gw_set, need_m):
+    # gW[a, c] (+)= sum_k T[k, a] G[k, c] and M[k, a] = sum_c W[a, c] G[k, c], in one sweep: output rows of G in
+    # groups of three, so each loaded element of G, W and gW serves several multiply-adds
+    for a in range(a_mul):
+        wr = wbase + a * wa
+        Ws = Wrow[wr : wr + c_mul]
+        GWs = GWrow[wr : wr + c_mul]
+        if do_gw and gw_set:
+            for c in range(c_mul):
+                GWs[c] = 0.0
+        k0 = 0
+        while k0 < c_dim:
+            r0 = c_off + k0 * c_str
+            G0 = Gb[r0 : r0 + c_mul]
+            t0 = T[k0 * a_mul + a]
+            if c_dim - k0 >= 3:
+                G1 = Gb[r0 + c_str : r0 + c_str + c_mul]
+                G2 = Gb[r0 + 2 * c_str : r0 + 2 * c_str + c_mul]
+                t1 = T[(k0 + 1) * a_mul + a]
+                t2 = T[(k0 + 2) * a_mul + a]
+                if do_gw:
+                    for c in range(c_mul):
+                        GWs[c] += t0 * G0[c] + t1 * G1[c] + t2 * G2[c]
+                if need_m:
+                    s0 = 0.0
+                    s1 = 0.0
+                    s2 = 0.0
+                    for c in range(c_mul):
+                        w = Ws[c]
+                        s0 += w * G0[c]
+                        s1 += w * G1[c]
+                        s2 += w * G2[c]
+                    M[k0 * a_mul + a] = s0
+                    M[(k0 + 1) * a_mul + a] = s1
+                    M[(k0 + 2) * a_mul + a] = s2
+                k0 += 3
+            else:
+                if do_gw:
+                    for c in range(c_mul):
+                        GWs[c] += t0 * G0[c]
+                if need_m:
+                    s0 = 0.0
+                    for c in range(c_mul):
+                        s0 += Ws[c] * G0[c]
+                    M[k0 * a_mul + a] = s0
+                k0 += 1
+
+
+
+@numba.njit(fastmath=True, cache=True)
+def _uvw_item(tab, ci, cj, ck, cv, Wrow, Xb, Yb, Gb, Ob, GXb, GYb, GWrow, do_out, do_gx, do_gy, do_gw, gw_set, T, M):
+    for p in range(tab.shape[0]):
+        w_off = tab[p, _WOFF]
+        wa = tab[p, _WA]
+        wb = tab[p, _WB]
+        a_off = tab[p, _AOFF]
+        a_mul = tab[p, _AMUL]
+        b_off = tab[p, _BOFF]
+        b_mul = tab[p, _BMUL]
+        c_off = tab[p, _COFF]
+        c_mul = tab[p, _CMUL]
+        c_dim = tab[p, _CDIM]
+        n0 = tab[p, _N0]
+        n1 = tab[p, _N1]
+        a_str = tab[p, _ASTR]
+        b_str = tab[p, _BSTR]
+        c_str = tab[p, _CSTR]
+        for b in range(b_mul):
+            wbase = w_off + b * wb
+            if do_out or do_gw:
+                _zero(T, c_dim * a_mul)
+                _contract_T(T, Xb, Yb, a_off, a_mul, a_str, b_off, b_str, b, ci, cj, ck, cv, n0, n1, False)
+            if do_out:
+                _uvw_out(Ob, c_off, c_str, c_mul, c_dim, T, a_mul, Wrow, wbase, wa)
+            need_m = do_gx or do_gy
+            if do_gw or need_m:
+                _uvw_grads(GWrow, Wrow, wbase, wa, Gb, c_off, c_str, c_mul, c_dim, T, M, a_mul, do_gw, gw_set, need_m)
+            if need_m:
+                for n in range(n0, n1):
+                    mk = ck[n] * a_mul
+                    Ms = M[mk : mk + a_mul]
+                    ia = a_off + ci[n] * a_str
+                    jb = b_off + cj[n] * b_str + b
+                    if do_gx:
+                        coef = cv[n] * Yb[jb]
+                        GXs = GXb[ia : ia + a_mul]
+                        for a in range(a_mul):
+                            GXs[a] += coef * Ms[a]
+                    if do_gy:
+                        Xs = Xb[ia : ia + a_mul]
+                        s = 0.0
+                        for a in range(a_mul):
+                            s += Xs[a] * Ms[a]
+                        GYb[jb] += cv[n] * s
+
+
+@numba.njit(nogil=True, fastmath=True, cache=True)
+def _uvw_pass(
+    tab, ci, cj, ck, cv, W, w_batched, X, Y, G, O, GX, GY, GW, do_out, do_gx, do_gy, do_gw, gw_cover,
+    seg1, seg2, seg3, transpose, tsize, z0, z1, q,
+):  # fmt: skip
+    """Items ``z0:z1`` of the fully connected kernel: the output (``do_out``) and/or the gradients; ``GW`` is
+    ``(N, numel)`` for per-item weights, else ``(nchunks, numel)`` partial sums with this call owning row ``q``.
+    ``gw_cover``: the paths cover every weight, so per-item weight gradients are written without zeroing first."""
+    dt = W.dtype
+    Xb = np.empty(X.shape[1], dtype=dt)
+    Yb = np.empty(Y.shape[1], dtype=dt)
+    Gb = np.empty(G.shape[1], dtype=dt)
+    Ob = np.empty(O.shape[1], dtype=dt)
+    GXb = np.empty(GX.shape[1], dtype=dt)
+    GYb = np.empty(GY.shape[1], dtype=dt)
+    T = np.empty(tsize, dtype=dt)
+    M = np.empty(tsize, dtype=dt)
+    numel = GW.shape[1]
+    if do_gw and not w_batched:
+        _zero(GW[q], numel)
+    need_x = do_out or do_gw or do_gy
+    need_y = do_out or do_gw or do_gx
+    need_g = do_gw or do_gx or do_gy
+    for z in range(z0, z1):
+        if need_x:
+            _load(X[z], Xb, seg1, transpose)
+        if need_y:
+            _load(Y[z], Yb, seg2, transpose)
+        if need_g:
+            _load(G[z], Gb, seg3, transpose)
+        if do_out:
+            _zero(Ob, O.shape[1])
+        if do_gx:
+            _zero(GXb, GX.shape[1])
+        if do_gy:
+            _zero(GYb, GY.shape[1])
+        GWrow = GW[z] if (do_gw and w_batched) else GW[q if do_gw else 0]
+        gw_set = do_gw and w_batched and gw_cover
+        if do_gw and w_batched and not gw_cover:
+            _zero(GWrow, numel)
+        _uvw_item(
+            tab, ci, cj, ck, cv, W[z] if w_batched else W[0], Xb, Yb, Gb, Ob, GXb, GYb, GWrow,
+            do_out, do_gx, do_gy, do_gw, gw_set, T, M,
+        )  # fmt: skip
+        if do_out:
+            _store(Ob, O[z], seg3, transpose)
+        if do_gx:
+            _store(GXb, GX[z], seg1, transpose)
+        if do_gy:
+            _store(GYb, GY[z], seg2, transpose)
+
+
+def _uvw_eligible(desc, weight_form) -> bool:
+    """The fully connected kernel applies when every path is a weighted ``uvw`` path in e3nn's ``W[u, v, w]`` layout."""
+    table = weight_form[0]
+    if len(desc.paths) == 0 or len(table) == 0:
+        return False
+    if any(p.mode != "uvw" or not p.has_weight for p in desc.paths):
+        return False
+    if len(table) != len(desc.paths):  # a path without CG entries is left out of the table
+        return False
+    return bool(
+        np.all(table[:, _FORM] == 0)
+        and np.all(table[:, _WC] == 1)
+        and np.all(table[:, _WB] == table[:, _CMUL])
+        and np.all(table[:, _WA] == table[:, _BMUL] * table[:, _CMUL])
+    )
+
+
+def _uvw_run(desc, plan, W, X, Y, G, outs, transpose):
+    """Run the fully connected kernel; ``outs`` maps 'out', 'gx', 'gy', 'gw' to output tensors (or absent)."""
+    ref = X if X is not None else Y
+    np_dtype = ref.numpy().dtype
+    N = ref.shape[0]
+    dummy = np.zeros((1, 1), dtype=np_dtype)
+    w_batched = W.dim() == 2
+    Wn = W.numpy() if w_batched else W.reshape(1, -1).numpy()
+
+    def arr(t):
+        return dummy if t is None else t.numpy()
+
+    gw = outs.get("gw")
+    return _parallel(
+        _uvw_pass, N, *plan.weight_form, Wn, w_batched, arr(X), arr(Y), arr(G), arr(outs.get("out")),
+        arr(outs.get("gx")), arr(outs.get("gy")), arr(gw), "out" in outs, "gx" in outs, "gy" in outs, gw is not None,
+        plan.uvw_cover, plan.segs[1], plan.segs[2], plan.segs[3], transpose, plan.tsize,
+    )  # fmt: skip
