@@ -25,18 +25,25 @@ _AOFF, _AMUL, _ADIM, _BOFF, _BMUL, _BDIM, _COFF, _CMUL, _CDIM, _N0, _N1 = 6, 7, 
 _ASTR, _BSTR, _CSTR = 17, 18, 19
 
 
-@numba.njit(fastmath=True, cache=True)
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _copy(src, dst, n):
+    # explicit loop: numba's slice assignment goes through a generic broadcasting copy, ~100 ns per call
+    for r in range(n):
+        dst[r] = src[r]
+
+
+@numba.njit(fastmath=True, cache=True, inline="always")
 def _load(src, dst, segs, transpose):
     # src: one item (dim,) in the global layout; dst: local buffer in ir_mul order (X[u, i] at off + i * mul + u)
     if not transpose:
-        dst[:] = src
+        _copy(src, dst, src.shape[0])
         return
     for s in range(segs.shape[0]):
         off = segs[s, 0]
         mul = segs[s, 1]
         d = segs[s, 2]
         if d == 1:
-            dst[off : off + mul] = src[off : off + mul]
+            _copy(src[off : off + mul], dst[off : off + mul], mul)
             continue
         blk = src[off : off + mul * d]
         for i in range(d):
@@ -46,17 +53,17 @@ def _load(src, dst, segs, transpose):
                 row[u] = col[u * d]
 
 
-@numba.njit(fastmath=True, cache=True)
+@numba.njit(fastmath=True, cache=True, inline="always")
 def _store(src, dst, segs, transpose):
     if not transpose:
-        dst[:] = src
+        _copy(src, dst, src.shape[0])
         return
     for s in range(segs.shape[0]):
         off = segs[s, 0]
         mul = segs[s, 1]
         d = segs[s, 2]
         if d == 1:
-            dst[off : off + mul] = src[off : off + mul]
+            _copy(src[off : off + mul], dst[off : off + mul], mul)
             continue
         blk = dst[off : off + mul * d]
         for i in range(d):
@@ -897,25 +904,27 @@ def _uvw_out(Ob, c_off, c_str, c_mul, c_dim, T, a_mul, Wrow, wbase, wa):
 @numba.njit(fastmath=True, cache=True, inline="always")
 def _uvw_grads(GWrow, Wrow, wbase, wa, Gb, c_off, c_str, c_mul, c_dim, T, M, a_mul, do_gw, gw_set, need_m):
     # gW[a, c] (+)= sum_k T[k, a] G[k, c] and M[k, a] = sum_c W[a, c] G[k, c], in one sweep: output rows of G in
-    # groups of three, so each loaded element of G, W and gW serves several multiply-adds
+    # groups of three, so each loaded element of G, W and gW serves several multiply-adds; with ``gw_set`` the first
+    # group writes gW instead of accumulating (no zeroing pass)
     for a in range(a_mul):
         wr = wbase + a * wa
         Ws = Wrow[wr : wr + c_mul]
         GWs = GWrow[wr : wr + c_mul]
-        if do_gw and gw_set:
-            for c in range(c_mul):
-                GWs[c] = 0.0
         k0 = 0
         while k0 < c_dim:
             r0 = c_off + k0 * c_str
             G0 = Gb[r0 : r0 + c_mul]
             t0 = T[k0 * a_mul + a]
+            assign = gw_set and k0 == 0
             if c_dim - k0 >= 3:
                 G1 = Gb[r0 + c_str : r0 + c_str + c_mul]
                 G2 = Gb[r0 + 2 * c_str : r0 + 2 * c_str + c_mul]
                 t1 = T[(k0 + 1) * a_mul + a]
                 t2 = T[(k0 + 2) * a_mul + a]
-                if do_gw:
+                if do_gw and assign:
+                    for c in range(c_mul):
+                        GWs[c] = t0 * G0[c] + t1 * G1[c] + t2 * G2[c]
+                elif do_gw:
                     for c in range(c_mul):
                         GWs[c] += t0 * G0[c] + t1 * G1[c] + t2 * G2[c]
                 if need_m:
@@ -932,7 +941,10 @@ def _uvw_grads(GWrow, Wrow, wbase, wa, Gb, c_off, c_str, c_mul, c_dim, T, M, a_m
                     M[(k0 + 2) * a_mul + a] = s2
                 k0 += 3
             else:
-                if do_gw:
+                if do_gw and assign:
+                    for c in range(c_mul):
+                        GWs[c] = t0 * G0[c]
+                elif do_gw:
                     for c in range(c_mul):
                         GWs[c] += t0 * G0[c]
                 if need_m:
@@ -943,8 +955,7 @@ def _uvw_grads(GWrow, Wrow, wbase, wa, Gb, c_off, c_str, c_mul, c_dim, T, M, a_m
                 k0 += 1
 
 
-
-@numba.njit(fastmath=True, cache=True)
+@numba.njit(fastmath=True, cache=True, inline="always")
 def _uvw_item(tab, ci, cj, ck, cv, Wrow, Xb, Yb, Gb, Ob, GXb, GYb, GWrow, do_out, do_gx, do_gy, do_gw, gw_set, T, M):
     for p in range(tab.shape[0]):
         w_off = tab[p, _WOFF]
