@@ -371,3 +371,31 @@ def test_fully_connected_kernel_chosen_and_matches_reference(dtype, shared, layo
     for i, name in enumerate(("x", "y", "weight")):
         (single,) = torch.autograd.grad(tp(x, y, w), (x, y, w)[i], g)
         _check_close(single, grads_ref[i], dtype, f"single grad {name}")
+
+
+@pytest.mark.parametrize("flat_max", [0, 10**9])
+@pytest.mark.parametrize("mode", ["uvw", "uvu", "uuw", "uvuv"])
+def test_item_blocked_flat_and_path_kernels_match_reference(monkeypatch, flat_max, mode):
+    """The item-blocked family runs the flat (CSR) kernels unless the expansion is too large, then the per-path ones:
+    both agree with the reference executor, forward and every gradient, with per-item weights."""
+    from equitp.executors.cpu import _tensor_product as cpu
+
+    monkeypatch.setattr(cpu, "KERNEL_FAMILY", "items")
+    monkeypatch.setattr(cpu, "_FLAT_MAX", flat_max)
+    monkeypatch.setattr(cpu, "_plans", {})
+    torch.manual_seed(5)
+    dtype = torch.float64
+    kw = dict(shared_weights=False, internal_weights=False)
+    ins = _instructions(mode)
+    tp = equitp.TensorProduct(I1, I2, IO, ins, backend="cpu", **kw).to(dtype)
+    ref = equitp.TensorProduct(I1, I2, IO, ins, backend="reference", **kw).to(dtype)
+    n = 45  # one full block of 32 items and a partial one
+    x = torch.randn(n, tp.irreps_in1.dim, dtype=dtype, requires_grad=True)
+    y = torch.randn(n, tp.irreps_in2.dim, dtype=dtype, requires_grad=True)
+    w = torch.randn(n, tp.weight_numel, dtype=dtype, requires_grad=True)
+    out, out_ref = tp(x, y, w), ref(x, y, w)
+    _check_close(out, out_ref, dtype, "output")
+    assert (cpu._get_plan(tp.descriptor, dtype).flat(3) is None) == (flat_max == 0)
+    g = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, (x, y, w), g), torch.autograd.grad(out_ref, (x, y, w), g)):
+        _check_close(a, b, dtype, "gradient")

@@ -387,6 +387,15 @@ class _CpuPlan:
         wt = self.weight_form[0]
         self.uvw_cover = bool(self.uvw and int((wt[:, 7] * wt[:, 10] * wt[:, 13]).sum()) == desc.weight_numel)
         self.segW = np.asarray([[0, max(desc.weight_numel, 1), 1]], dtype=np.int64)
+        self._flat = {}
+
+    def flat(self, target: int):
+        """The flat (CSR) expansion of a form for the item-blocked kernels (target 0: the weight form), built on first
+        use; None when too large."""
+        if target not in self._flat:
+            form = self.weight_form if target == 0 else self.forms[target]
+            self._flat[target] = _flatten(*form, weight_target=target == 0)
+        return self._flat[target]
 
 
 _plans = {}
@@ -522,10 +531,16 @@ def tensor_product_cpu(desc, target: int, operands, weightless: bool = True):
             nch = _uvw_run(desc, plan, W, A, B, G, {"gw": gw}, transpose)
             return out if w_batched else gw[:nch].sum(0)
         table, ci, cj, ck, cv = plan.weight_form
+        if _blocked(plan) and plan.flat(0) is not None:
+            nch = _parallel(
+                _weight_flat, N, *plan.flat(0), gw.numpy(), w_batched, A.numpy(), B.numpy(), G.numpy(), plan.segs[1],
+                plan.segs[2], plan.segs[3], plan.segW, transpose, LANES,
+            )  # fmt: skip
+            return out if w_batched else gw[:nch].sum(0)
         if _blocked(plan):
             nch = _parallel(
                 _weight_form_blocked, N, table, ci, cj, ck, cv, gw.numpy(), w_batched, A.numpy(), B.numpy(),
-                G.numpy(), plan.segs[1], plan.segs[2], plan.segs[3], plan.segW, transpose,
+                G.numpy(), plan.segs[1], plan.segs[2], plan.segs[3], plan.segW, transpose, LANES,
             )  # fmt: skip
             return out if w_batched else gw[:nch].sum(0)
         nch = _parallel(
@@ -550,10 +565,16 @@ def tensor_product_cpu(desc, target: int, operands, weightless: bool = True):
         _uvw_run(desc, plan, W, X, Y, G, {3: {"out": out}, 1: {"gx": out}, 2: {"gy": out}}[target], transpose)
         return out
     table, ci, cj, ck, cv = plan.forms[target]
+    if _blocked(plan) and plan.flat(target) is not None:
+        _parallel(
+            lambda *args: _forward_flat(*args[:-1], weightless), N, *plan.flat(target), Wn, w_batched, A.numpy(),
+            B.numpy(), out.numpy(), plan.segs[a], plan.segs[b], plan.segs[target], plan.segW, transpose, LANES,
+        )  # fmt: skip
+        return out
     if _blocked(plan):
         _parallel(
             lambda *args: _forward_form_blocked(*args[:-1], weightless), N, table, ci, cj, ck, cv, Wn, w_batched,
-            A.numpy(), B.numpy(), out.numpy(), plan.segs[a], plan.segs[b], plan.segs[target], plan.segW, transpose,
+            A.numpy(), B.numpy(), out.numpy(), plan.segs[a], plan.segs[b], plan.segs[target], plan.segW, transpose, LANES,
         )  # fmt: skip
         return out
     _parallel(
@@ -642,12 +663,15 @@ def tensor_product_cpu_backward(desc, operands, needs, weightless: bool = True):
 # of channels. A block of items is transposed into local buffers X[element, lane]; each CG non-zero and channel tuple
 # is then one vectorised multiply-add over the lanes.
 # ---------------------------------------------------------------------------------------------------------------------
-LANES = 16
+#: items per block. Passed to the kernels as a run-time value on purpose: with a compile-time trip count LLVM unrolls
+#: the lane loops completely and then leaves them scalar (numba cannot prove the buffers distinct); with a run-time
+#: count the loop vectoriser emits AVX code behind one alias check
+LANES = 32
 
 
-@numba.njit(fastmath=True, cache=True)
-def _load_block(src, z0, nb, dst, segs, transpose):
-    # dst[(ir_mul index) * LANES + lane] = src[z0 + lane, global index]
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _load_block(src, z0, nb, dst, segs, transpose, L):
+    # dst[(ir_mul index) * L + lane] = src[z0 + lane, global index]
     for lane in range(nb):
         row = src[z0 + lane]
         for s in range(segs.shape[0]):
@@ -657,14 +681,14 @@ def _load_block(src, z0, nb, dst, segs, transpose):
             for u in range(mul):
                 for i in range(d):
                     g = off + u * d + i if transpose else off + i * mul + u
-                    dst[(off + i * mul + u) * LANES + lane] = row[g]
-    for lane in range(nb, LANES):
+                    dst[(off + i * mul + u) * L + lane] = row[g]
+    for lane in range(nb, L):
         for e in range(src.shape[1]):
-            dst[e * LANES + lane] = 0.0
+            dst[e * L + lane] = 0.0
 
 
-@numba.njit(fastmath=True, cache=True)
-def _store_block(src, dst, z0, nb, segs, transpose):
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _store_block(src, dst, z0, nb, segs, transpose, L):
     for lane in range(nb):
         row = dst[z0 + lane]
         for s in range(segs.shape[0]):
@@ -674,38 +698,38 @@ def _store_block(src, dst, z0, nb, segs, transpose):
             for u in range(mul):
                 for i in range(d):
                     g = off + u * d + i if transpose else off + i * mul + u
-                    row[g] = src[(off + i * mul + u) * LANES + lane]
+                    row[g] = src[(off + i * mul + u) * L + lane]
 
 
-@numba.njit(fastmath=True, cache=True)
-def _lanes_fma(Cb, cr, Ab, ar, Bb, br, Wb, wr, coef, w_mode):
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _lanes_fma(Cb, cr, Ab, ar, Bb, br, Wb, wr, coef, w_mode, L):
     # Cb[cr lanes] += coef * W * A[ar lanes] * B[br lanes]; w_mode 0: W = 1, 1: scalar Wb[wr], 2: lanes Wb[wr lanes]
-    Cs = Cb[cr * LANES : cr * LANES + LANES]
-    As = Ab[ar * LANES : ar * LANES + LANES]
-    Bs = Bb[br * LANES : br * LANES + LANES]
+    Cs = Cb[cr * L : cr * L + L]
+    As = Ab[ar * L : ar * L + L]
+    Bs = Bb[br * L : br * L + L]
     if w_mode == 2:
-        Ws = Wb[wr * LANES : wr * LANES + LANES]
-        for q in range(LANES):
+        Ws = Wb[wr * L : wr * L + L]
+        for q in range(L):
             Cs[q] += coef * Ws[q] * As[q] * Bs[q]
     else:
         c = coef * Wb[wr] if w_mode == 1 else coef
-        for q in range(LANES):
+        for q in range(L):
             Cs[q] += c * As[q] * Bs[q]
 
 
-@numba.njit(fastmath=True, cache=True)
-def _lanes_prod_acc(Gw, wr, Ab, ar, Bb, br, Cb, cr, coef):
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _lanes_prod_acc(Gw, wr, Ab, ar, Bb, br, Cb, cr, coef, L):
     # Gw[wr lanes] += coef * A * B * C (lanes)
-    Gs = Gw[wr * LANES : wr * LANES + LANES]
-    As = Ab[ar * LANES : ar * LANES + LANES]
-    Bs = Bb[br * LANES : br * LANES + LANES]
-    Cs = Cb[cr * LANES : cr * LANES + LANES]
-    for q in range(LANES):
+    Gs = Gw[wr * L : wr * L + L]
+    As = Ab[ar * L : ar * L + L]
+    Bs = Bb[br * L : br * L + L]
+    Cs = Cb[cr * L : cr * L + L]
+    for q in range(L):
         Gs[q] += coef * As[q] * Bs[q] * Cs[q]
 
 
-@numba.njit(fastmath=True, cache=True)
-def _block_paths(table, ci, cj, ck, cv, Wb, w_mode_on, Ab, Bb, Cb, weightless, weight_target):
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _block_paths(table, ci, cj, ck, cv, Wb, w_mode_on, Ab, Bb, Cb, weightless, weight_target, L):
     # forward form (weight_target False): Cb += W A B coef; weight form (True): Wb += A B Cb coef
     for p in range(table.shape[0]):
         form = table[p, _FORM]
@@ -760,52 +784,52 @@ def _block_paths(table, ci, cj, ck, cv, Wb, w_mode_on, Ab, Bb, Cb, weightless, w
                         else:
                             wr = w_off + a * wa
                         if weight_target:
-                            _lanes_prod_acc(Wb, wr, Ab, ai + a, Bb, bj + b, Cb, ck_ + c, coef)
+                            _lanes_prod_acc(Wb, wr, Ab, ai + a, Bb, bj + b, Cb, ck_ + c, coef, L)
                         else:
-                            _lanes_fma(Cb, ck_ + c, Ab, ai + a, Bb, bj + b, Wb, wr, coef, w_mode)
+                            _lanes_fma(Cb, ck_ + c, Ab, ai + a, Bb, bj + b, Wb, wr, coef, w_mode, L)
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
-def _forward_form_blocked(table, ci, cj, ck, cv, W, w_batched, A, B, C, segA, segB, segC, segW, transpose, z0, z1, weightless):
-    Ab = np.empty(A.shape[1] * LANES, dtype=A.dtype)
-    Bb = np.empty(B.shape[1] * LANES, dtype=A.dtype)
-    Cb = np.empty(C.shape[1] * LANES, dtype=A.dtype)
-    Wb = np.empty(W.shape[1] * LANES if w_batched else W.shape[1], dtype=A.dtype)
+def _forward_form_blocked(table, ci, cj, ck, cv, W, w_batched, A, B, C, segA, segB, segC, segW, transpose, L, z0, z1, weightless):
+    Ab = np.empty(A.shape[1] * L, dtype=A.dtype)
+    Bb = np.empty(B.shape[1] * L, dtype=A.dtype)
+    Cb = np.empty(C.shape[1] * L, dtype=A.dtype)
+    Wb = np.empty(W.shape[1] * L if w_batched else W.shape[1], dtype=A.dtype)
     if not w_batched:
         Wb[:] = W[0]
-    for zb in range(z0, z1, LANES):
-        nb = min(LANES, z1 - zb)
-        _load_block(A, zb, nb, Ab, segA, transpose)
-        _load_block(B, zb, nb, Bb, segB, transpose)
+    for zb in range(z0, z1, L):
+        nb = min(L, z1 - zb)
+        _load_block(A, zb, nb, Ab, segA, transpose, L)
+        _load_block(B, zb, nb, Bb, segB, transpose, L)
         if w_batched:
-            _load_block(W, zb, nb, Wb, segW, False)
+            _load_block(W, zb, nb, Wb, segW, False, L)
         Cb[:] = 0.0
-        _block_paths(table, ci, cj, ck, cv, Wb, 2 if w_batched else 1, Ab, Bb, Cb, weightless, False)
-        _store_block(Cb, C, zb, nb, segC, transpose)
+        _block_paths(table, ci, cj, ck, cv, Wb, 2 if w_batched else 1, Ab, Bb, Cb, weightless, False, L)
+        _store_block(Cb, C, zb, nb, segC, transpose, L)
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
-def _weight_form_blocked(table, ci, cj, ck, cv, GW, w_batched, A, B, G, segA, segB, segG, segW, transpose, z0, z1, q):
+def _weight_form_blocked(table, ci, cj, ck, cv, GW, w_batched, A, B, G, segA, segB, segG, segW, transpose, L, z0, z1, q):
     numel = GW.shape[1]
-    Ab = np.empty(A.shape[1] * LANES, dtype=A.dtype)
-    Bb = np.empty(B.shape[1] * LANES, dtype=A.dtype)
-    Gb = np.empty(G.shape[1] * LANES, dtype=A.dtype)
-    Wb = np.zeros(numel * LANES, dtype=A.dtype)
-    for zb in range(z0, z1, LANES):
-        nb = min(LANES, z1 - zb)
-        _load_block(A, zb, nb, Ab, segA, transpose)
-        _load_block(B, zb, nb, Bb, segB, transpose)
-        _load_block(G, zb, nb, Gb, segG, transpose)
+    Ab = np.empty(A.shape[1] * L, dtype=A.dtype)
+    Bb = np.empty(B.shape[1] * L, dtype=A.dtype)
+    Gb = np.empty(G.shape[1] * L, dtype=A.dtype)
+    Wb = np.zeros(numel * L, dtype=A.dtype)
+    for zb in range(z0, z1, L):
+        nb = min(L, z1 - zb)
+        _load_block(A, zb, nb, Ab, segA, transpose, L)
+        _load_block(B, zb, nb, Bb, segB, transpose, L)
+        _load_block(G, zb, nb, Gb, segG, transpose, L)
         if w_batched:
             Wb[:] = 0.0
-        _block_paths(table, ci, cj, ck, cv, Wb, 0, Ab, Bb, Gb, True, True)
+        _block_paths(table, ci, cj, ck, cv, Wb, 0, Ab, Bb, Gb, True, True, L)
         if w_batched:
-            _store_block(Wb, GW, zb, nb, segW, False)
+            _store_block(Wb, GW, zb, nb, segW, False, L)
     if not w_batched:
         for r in range(numel):
             s = 0.0
-            for lane in range(LANES):
-                s += Wb[r * LANES + lane]
+            for lane in range(L):
+                s += Wb[r * L + lane]
             GW[q, r] = s
 
 
@@ -1089,3 +1113,141 @@ def _uvw_run(desc, plan, W, X, Y, G, outs, transpose):
         arr(outs.get("gx")), arr(outs.get("gy")), arr(gw), "out" in outs, "gx" in outs, "gy" in outs, gw is not None,
         plan.uvw_cover, plan.segs[1], plan.segs[2], plan.segs[3], transpose, plan.tsize,
     )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Flat item-blocked kernels: the paths of a form expanded, once per plan, into scalar entries
+#   C[t] += coef * W[w] * A[a] * B[b]     (element indices of the ir_mul item buffers; w = -1: no weight)
+# grouped by their target element t (rows / ptr, like CSR). Each entry is then one multiply-add over the L lanes with
+# no per-entry index arithmetic or branching on the path's mode, and each target row of the lane buffer is written
+# while it is hot. Used by the item-blocked family when the expansion stays small (see _FLAT_MAX).
+# ---------------------------------------------------------------------------------------------------------------------
+_FLAT_MAX = 4_000_000
+
+
+def _flatten(table, ci, cj, ck, cv, weight_target: bool):
+    """Expand a form's paths into entries (target, a, b, w, coef) sorted by target; returns the CSR arrays
+    ``rows, ptr, ea, eb, ew, coef`` or None when the expansion would exceed ``_FLAT_MAX`` entries."""
+    parts = []
+    total = 0
+    for row in table:
+        form, hasw, w_off, wa, wb, wc = (int(v) for v in row[:6])
+        a_off, a_mul, _, b_off, b_mul, _, c_off, c_mul, _, n0, n1, a_str, b_str, c_str = (int(v) for v in row[6:20])
+        n = np.arange(n0, n1)
+        if len(n) == 0:
+            continue
+        if form == 0:
+            a, b, c = np.meshgrid(np.arange(a_mul), np.arange(b_mul), np.arange(c_mul), indexing="ij")
+            wr = a * wa + b * wb + c * wc
+        elif form == 1:
+            a, b = np.meshgrid(np.arange(a_mul), np.arange(b_mul), indexing="ij")
+            c = a
+            wr = a * wa + b * wb
+        elif form == 2:
+            a, b = np.meshgrid(np.arange(a_mul), np.arange(b_mul), indexing="ij")
+            c = b
+            wr = a * wa + b * wb
+        elif form == 3:
+            a, c = np.meshgrid(np.arange(a_mul), np.arange(c_mul), indexing="ij")
+            b = a
+            wr = a * wa + c * wc
+        else:
+            a = np.arange(a_mul)
+            b = c = a
+            wr = a * wa
+        a, b, c, wr = (np.ravel(v) for v in (a, b, c, wr))
+        total += len(n) * len(a)
+        if total > _FLAT_MAX:
+            return None
+        ea = (a_off + ci[n] * a_str)[:, None] + a[None, :]
+        eb = (b_off + cj[n] * b_str)[:, None] + b[None, :]
+        ec = (c_off + ck[n] * c_str)[:, None] + c[None, :]
+        ew = np.broadcast_to((w_off + wr)[None, :] if hasw else np.full_like(wr, -1)[None, :], ea.shape)
+        co = np.broadcast_to(cv[n][:, None], ea.shape)
+        parts.append([v.ravel() for v in (ec, ea, eb, ew, co)])
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, np.zeros(1, dtype=np.int64), empty, empty, empty, np.zeros(0, dtype=cv.dtype)
+    ec, ea, eb, ew, co = (np.concatenate(v) for v in zip(*parts))
+    if weight_target:
+        # target = weight index; the third operand's element takes the place of the weight index
+        ec, ew = ew, ec
+    order = np.argsort(ec, kind="stable")
+    ec, ea, eb, ew, co = ec[order], ea[order], eb[order], ew[order], co[order]
+    rows, starts = np.unique(ec, return_index=True)
+    ptr = np.append(starts, len(ec)).astype(np.int64)
+    return (rows.astype(np.int64), ptr, ea.astype(np.int64), eb.astype(np.int64), ew.astype(np.int64),
+            np.ascontiguousarray(co))
+
+
+@numba.njit(nogil=True, fastmath=True, cache=True)
+def _forward_flat(rows, ptr, ea, eb, ew, co, W, w_batched, A, B, C, segA, segB, segC, segW, transpose, L, z0, z1,
+                  weightless):
+    dt = A.dtype
+    Ab = np.empty(A.shape[1] * L, dtype=dt)
+    Bb = np.empty(B.shape[1] * L, dtype=dt)
+    Cb = np.empty(C.shape[1] * L, dtype=dt)
+    Wb = np.empty(W.shape[1] * L if w_batched else 1, dtype=dt)
+    Wsh = W[0]
+    for zb in range(z0, z1, L):
+        nb = min(L, z1 - zb)
+        _load_block(A, zb, nb, Ab, segA, transpose, L)
+        _load_block(B, zb, nb, Bb, segB, transpose, L)
+        if w_batched:
+            _load_block(W, zb, nb, Wb, segW, False, L)
+        _zero(Cb, C.shape[1] * L)
+        for r in range(rows.shape[0]):
+            t = rows[r] * L
+            Cs = Cb[t : t + L]
+            for n in range(ptr[r], ptr[r + 1]):
+                w = ew[n]
+                if w < 0 and not weightless:
+                    continue
+                As = Ab[ea[n] * L : ea[n] * L + L]
+                Bs = Bb[eb[n] * L : eb[n] * L + L]
+                c = co[n]
+                if w >= 0 and w_batched:
+                    Ws = Wb[w * L : w * L + L]
+                    for q in range(L):
+                        Cs[q] += c * Ws[q] * As[q] * Bs[q]
+                else:
+                    if w >= 0:
+                        c = c * Wsh[w]
+                    for q in range(L):
+                        Cs[q] += c * As[q] * Bs[q]
+        _store_block(Cb, C, zb, nb, segC, transpose, L)
+
+
+@numba.njit(nogil=True, fastmath=True, cache=True)
+def _weight_flat(rows, ptr, ea, eb, eg, co, GW, w_batched, A, B, G, segA, segB, segG, segW, transpose, L, z0, z1, q):
+    dt = A.dtype
+    numel = GW.shape[1]
+    Ab = np.empty(A.shape[1] * L, dtype=dt)
+    Bb = np.empty(B.shape[1] * L, dtype=dt)
+    Gb = np.empty(G.shape[1] * L, dtype=dt)
+    Wb = np.zeros(numel * L, dtype=dt)
+    for zb in range(z0, z1, L):
+        nb = min(L, z1 - zb)
+        _load_block(A, zb, nb, Ab, segA, transpose, L)
+        _load_block(B, zb, nb, Bb, segB, transpose, L)
+        _load_block(G, zb, nb, Gb, segG, transpose, L)
+        if w_batched:
+            _zero(Wb, numel * L)
+        for r in range(rows.shape[0]):
+            t = rows[r] * L
+            Ws = Wb[t : t + L]
+            for n in range(ptr[r], ptr[r + 1]):
+                As = Ab[ea[n] * L : ea[n] * L + L]
+                Bs = Bb[eb[n] * L : eb[n] * L + L]
+                Gs = Gb[eg[n] * L : eg[n] * L + L]
+                c = co[n]
+                for k in range(L):
+                    Ws[k] += c * As[k] * Bs[k] * Gs[k]
+        if w_batched:
+            _store_block(Wb, GW, zb, nb, segW, False, L)
+    if not w_batched:
+        for r in range(numel):
+            s = 0.0
+            for lane in range(L):
+                s += Wb[r * L + lane]
+            GW[q, r] = s
