@@ -364,6 +364,16 @@ def _segs(irreps) -> np.ndarray:
     return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
 
 
+def _gmap(segs, transpose: bool) -> np.ndarray:
+    """Index in the global layout of each element of an item buffer in ir_mul order."""
+    g = []
+    for off, mul, d in segs:
+        for i in range(d):
+            for u in range(mul):
+                g.append(off + u * d + i if transpose else off + i * mul + u)
+    return np.asarray(g, dtype=np.int64)
+
+
 class _CpuPlan:
     """numpy views of a descriptor's plan for the kernels, cached per (descriptor, dtype)."""
 
@@ -386,7 +396,9 @@ class _CpuPlan:
         self.uvw = _uvw_eligible(desc, self.weight_form)
         wt = self.weight_form[0]
         self.uvw_cover = bool(self.uvw and int((wt[:, 7] * wt[:, 10] * wt[:, 13]).sum()) == desc.weight_numel)
-        self.segW = np.asarray([[0, max(desc.weight_numel, 1), 1]], dtype=np.int64)
+        # for the item-blocked kernels: global index of each ir_mul element of in1, in2, out; identity for the weights
+        self.gmap = {t: _gmap(self.segs[t], desc.layout == "mul_ir") for t in (1, 2, 3)}
+        self.gmap[0] = np.arange(max(desc.weight_numel, 1), dtype=np.int64)
         self._flat = {}
 
     def flat(self, target: int):
@@ -533,14 +545,14 @@ def tensor_product_cpu(desc, target: int, operands, weightless: bool = True):
         table, ci, cj, ck, cv = plan.weight_form
         if _blocked(plan) and plan.flat(0) is not None:
             nch = _parallel(
-                _weight_flat, N, *plan.flat(0), gw.numpy(), w_batched, A.numpy(), B.numpy(), G.numpy(), plan.segs[1],
-                plan.segs[2], plan.segs[3], plan.segW, transpose, LANES,
+                _weight_flat, N, *plan.flat(0)[:6], gw.numpy(), w_batched, A.numpy(), B.numpy(), G.numpy(), plan.gmap[1],
+                plan.gmap[2], plan.gmap[3], plan.gmap[0], LANES,
             )  # fmt: skip
             return out if w_batched else gw[:nch].sum(0)
         if _blocked(plan):
             nch = _parallel(
                 _weight_form_blocked, N, table, ci, cj, ck, cv, gw.numpy(), w_batched, A.numpy(), B.numpy(),
-                G.numpy(), plan.segs[1], plan.segs[2], plan.segs[3], plan.segW, transpose, LANES,
+                G.numpy(), plan.gmap[1], plan.gmap[2], plan.gmap[3], plan.gmap[0], LANES,
             )  # fmt: skip
             return out if w_batched else gw[:nch].sum(0)
         nch = _parallel(
@@ -568,13 +580,13 @@ def tensor_product_cpu(desc, target: int, operands, weightless: bool = True):
     if _blocked(plan) and plan.flat(target) is not None:
         _parallel(
             lambda *args: _forward_flat(*args[:-1], weightless), N, *plan.flat(target), Wn, w_batched, A.numpy(),
-            B.numpy(), out.numpy(), plan.segs[a], plan.segs[b], plan.segs[target], plan.segW, transpose, LANES,
+            B.numpy(), out.numpy(), plan.gmap[a], plan.gmap[b], plan.gmap[target], plan.gmap[0], LANES,
         )  # fmt: skip
         return out
     if _blocked(plan):
         _parallel(
             lambda *args: _forward_form_blocked(*args[:-1], weightless), N, table, ci, cj, ck, cv, Wn, w_batched,
-            A.numpy(), B.numpy(), out.numpy(), plan.segs[a], plan.segs[b], plan.segs[target], plan.segW, transpose, LANES,
+            A.numpy(), B.numpy(), out.numpy(), plan.gmap[a], plan.gmap[b], plan.gmap[target], plan.gmap[0], LANES,
         )  # fmt: skip
         return out
     _parallel(
@@ -670,35 +682,27 @@ LANES = 32
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
-def _load_block(src, z0, nb, dst, segs, transpose, L):
-    # dst[(ir_mul index) * L + lane] = src[z0 + lane, global index]
+def _load_block(src, z0, nb, dst, gmap, L):
+    # dst[e * L + lane] = src[z0 + lane, gmap[e]] (e: ir_mul element index, gmap: its index in the global layout);
+    # lanes nb..L-1 zeroed
+    E = gmap.shape[0]
     for lane in range(nb):
         row = src[z0 + lane]
-        for s in range(segs.shape[0]):
-            off = segs[s, 0]
-            mul = segs[s, 1]
-            d = segs[s, 2]
-            for u in range(mul):
-                for i in range(d):
-                    g = off + u * d + i if transpose else off + i * mul + u
-                    dst[(off + i * mul + u) * L + lane] = row[g]
+        for e in range(E):
+            dst[e * L + lane] = row[gmap[e]]
     for lane in range(nb, L):
-        for e in range(src.shape[1]):
+        for e in range(E):
             dst[e * L + lane] = 0.0
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
-def _store_block(src, dst, z0, nb, segs, transpose, L):
+def _store_block(src, dst, z0, nb, gmap, L):
+    # dst[z0 + lane, gmap[e]] = src[e * L + lane] for the first nb lanes
+    E = gmap.shape[0]
     for lane in range(nb):
         row = dst[z0 + lane]
-        for s in range(segs.shape[0]):
-            off = segs[s, 0]
-            mul = segs[s, 1]
-            d = segs[s, 2]
-            for u in range(mul):
-                for i in range(d):
-                    g = off + u * d + i if transpose else off + i * mul + u
-                    row[g] = src[(off + i * mul + u) * L + lane]
+        for e in range(E):
+            row[gmap[e]] = src[e * L + lane]
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
@@ -790,7 +794,7 @@ def _block_paths(table, ci, cj, ck, cv, Wb, w_mode_on, Ab, Bb, Cb, weightless, w
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
-def _forward_form_blocked(table, ci, cj, ck, cv, W, w_batched, A, B, C, segA, segB, segC, segW, transpose, L, z0, z1, weightless):
+def _forward_form_blocked(table, ci, cj, ck, cv, W, w_batched, A, B, C, segA, segB, segC, segW, L, z0, z1, weightless):
     Ab = np.empty(A.shape[1] * L, dtype=A.dtype)
     Bb = np.empty(B.shape[1] * L, dtype=A.dtype)
     Cb = np.empty(C.shape[1] * L, dtype=A.dtype)
@@ -799,17 +803,17 @@ def _forward_form_blocked(table, ci, cj, ck, cv, W, w_batched, A, B, C, segA, se
         Wb[:] = W[0]
     for zb in range(z0, z1, L):
         nb = min(L, z1 - zb)
-        _load_block(A, zb, nb, Ab, segA, transpose, L)
-        _load_block(B, zb, nb, Bb, segB, transpose, L)
+        _load_block(A, zb, nb, Ab, segA, L)
+        _load_block(B, zb, nb, Bb, segB, L)
         if w_batched:
-            _load_block(W, zb, nb, Wb, segW, False, L)
+            _load_block(W, zb, nb, Wb, segW, L)
         Cb[:] = 0.0
         _block_paths(table, ci, cj, ck, cv, Wb, 2 if w_batched else 1, Ab, Bb, Cb, weightless, False, L)
-        _store_block(Cb, C, zb, nb, segC, transpose, L)
+        _store_block(Cb, C, zb, nb, segC, L)
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
-def _weight_form_blocked(table, ci, cj, ck, cv, GW, w_batched, A, B, G, segA, segB, segG, segW, transpose, L, z0, z1, q):
+def _weight_form_blocked(table, ci, cj, ck, cv, GW, w_batched, A, B, G, segA, segB, segG, segW, L, z0, z1, q):
     numel = GW.shape[1]
     Ab = np.empty(A.shape[1] * L, dtype=A.dtype)
     Bb = np.empty(B.shape[1] * L, dtype=A.dtype)
@@ -817,14 +821,14 @@ def _weight_form_blocked(table, ci, cj, ck, cv, GW, w_batched, A, B, G, segA, se
     Wb = np.zeros(numel * L, dtype=A.dtype)
     for zb in range(z0, z1, L):
         nb = min(L, z1 - zb)
-        _load_block(A, zb, nb, Ab, segA, transpose, L)
-        _load_block(B, zb, nb, Bb, segB, transpose, L)
-        _load_block(G, zb, nb, Gb, segG, transpose, L)
+        _load_block(A, zb, nb, Ab, segA, L)
+        _load_block(B, zb, nb, Bb, segB, L)
+        _load_block(G, zb, nb, Gb, segG, L)
         if w_batched:
             Wb[:] = 0.0
         _block_paths(table, ci, cj, ck, cv, Wb, 0, Ab, Bb, Gb, True, True, L)
         if w_batched:
-            _store_block(Wb, GW, zb, nb, segW, False, L)
+            _store_block(Wb, GW, zb, nb, segW, L)
     if not w_batched:
         for r in range(numel):
             s = 0.0
@@ -1127,7 +1131,7 @@ _FLAT_MAX = 4_000_000
 
 def _flatten(table, ci, cj, ck, cv, weight_target: bool):
     """Expand a form's paths into entries (target, a, b, w, coef) sorted by target; returns the CSR arrays
-    ``rows, ptr, ea, eb, ew, coef`` or None when the expansion would exceed ``_FLAT_MAX`` entries."""
+    ``rows, ptr, ea, eb, ew, coef`` and whether no entry has a weight, or None when the expansion would exceed ``_FLAT_MAX`` entries."""
     parts = []
     total = 0
     for row in table:
@@ -1167,7 +1171,7 @@ def _flatten(table, ci, cj, ck, cv, weight_target: bool):
         parts.append([v.ravel() for v in (ec, ea, eb, ew, co)])
     if not parts:
         empty = np.zeros(0, dtype=np.int64)
-        return empty, np.zeros(1, dtype=np.int64), empty, empty, empty, np.zeros(0, dtype=cv.dtype)
+        return empty, np.zeros(1, dtype=np.int64), empty, empty, empty, np.zeros(0, dtype=cv.dtype), True
     ec, ea, eb, ew, co = (np.concatenate(v) for v in zip(*parts))
     if weight_target:
         # target = weight index; the third operand's element takes the place of the weight index
@@ -1177,11 +1181,11 @@ def _flatten(table, ci, cj, ck, cv, weight_target: bool):
     rows, starts = np.unique(ec, return_index=True)
     ptr = np.append(starts, len(ec)).astype(np.int64)
     return (rows.astype(np.int64), ptr, ea.astype(np.int64), eb.astype(np.int64), ew.astype(np.int64),
-            np.ascontiguousarray(co))
+            np.ascontiguousarray(co), bool(np.all(ew < 0)))
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
-def _forward_flat(rows, ptr, ea, eb, ew, co, W, w_batched, A, B, C, segA, segB, segC, segW, transpose, L, z0, z1,
+def _forward_flat(rows, ptr, ea, eb, ew, co, unweighted, W, w_batched, A, B, C, segA, segB, segC, segW, L, z0, z1,
                   weightless):
     dt = A.dtype
     Ab = np.empty(A.shape[1] * L, dtype=dt)
@@ -1191,11 +1195,23 @@ def _forward_flat(rows, ptr, ea, eb, ew, co, W, w_batched, A, B, C, segA, segB, 
     Wsh = W[0]
     for zb in range(z0, z1, L):
         nb = min(L, z1 - zb)
-        _load_block(A, zb, nb, Ab, segA, transpose, L)
-        _load_block(B, zb, nb, Bb, segB, transpose, L)
+        _load_block(A, zb, nb, Ab, segA, L)
+        _load_block(B, zb, nb, Bb, segB, L)
         if w_batched:
-            _load_block(W, zb, nb, Wb, segW, False, L)
+            _load_block(W, zb, nb, Wb, segW, L)
         _zero(Cb, C.shape[1] * L)
+        if unweighted:  # no entry has a weight: the plain loop
+            for r in range(rows.shape[0]):
+                t = rows[r] * L
+                Cs = Cb[t : t + L]
+                for n in range(ptr[r], ptr[r + 1]):
+                    As = Ab[ea[n] * L : ea[n] * L + L]
+                    Bs = Bb[eb[n] * L : eb[n] * L + L]
+                    c = co[n]
+                    for q in range(L):
+                        Cs[q] += c * As[q] * Bs[q]
+            _store_block(Cb, C, zb, nb, segC, L)
+            continue
         for r in range(rows.shape[0]):
             t = rows[r] * L
             Cs = Cb[t : t + L]
@@ -1215,11 +1231,11 @@ def _forward_flat(rows, ptr, ea, eb, ew, co, W, w_batched, A, B, C, segA, segB, 
                         c = c * Wsh[w]
                     for q in range(L):
                         Cs[q] += c * As[q] * Bs[q]
-        _store_block(Cb, C, zb, nb, segC, transpose, L)
+        _store_block(Cb, C, zb, nb, segC, L)
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
-def _weight_flat(rows, ptr, ea, eb, eg, co, GW, w_batched, A, B, G, segA, segB, segG, segW, transpose, L, z0, z1, q):
+def _weight_flat(rows, ptr, ea, eb, eg, co, GW, w_batched, A, B, G, segA, segB, segG, segW, L, z0, z1, q):
     dt = A.dtype
     numel = GW.shape[1]
     Ab = np.empty(A.shape[1] * L, dtype=dt)
@@ -1228,9 +1244,9 @@ def _weight_flat(rows, ptr, ea, eb, eg, co, GW, w_batched, A, B, G, segA, segB, 
     Wb = np.zeros(numel * L, dtype=dt)
     for zb in range(z0, z1, L):
         nb = min(L, z1 - zb)
-        _load_block(A, zb, nb, Ab, segA, transpose, L)
-        _load_block(B, zb, nb, Bb, segB, transpose, L)
-        _load_block(G, zb, nb, Gb, segG, transpose, L)
+        _load_block(A, zb, nb, Ab, segA, L)
+        _load_block(B, zb, nb, Bb, segB, L)
+        _load_block(G, zb, nb, Gb, segG, L)
         if w_batched:
             _zero(Wb, numel * L)
         for r in range(rows.shape[0]):
@@ -1244,7 +1260,7 @@ def _weight_flat(rows, ptr, ea, eb, eg, co, GW, w_batched, A, B, G, segA, segB, 
                 for k in range(L):
                     Ws[k] += c * As[k] * Bs[k] * Gs[k]
         if w_batched:
-            _store_block(Wb, GW, zb, nb, segW, False, L)
+            _store_block(Wb, GW, zb, nb, segW, L)
     if not w_batched:
         for r in range(numel):
             s = 0.0
