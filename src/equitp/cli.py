@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, metavar="N", help="untimed rounds per loop (default: the suite's)")
     b.add_argument("--budget", type=float, metavar="SECONDS",
                    help="time budget of the timed rounds of one loop of one case (at least 3 rounds; default: the "
-                   "suite's, 20 s, 6 s for 'default')")
+                   "suite's, 20 s, 4 s for 'default')")
     b.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
     c = sub.add_parser("cases", help="list the embedded suites, cases and peers",
                        description="List the embedded suites, benchmark cases and peers.")
@@ -168,7 +168,7 @@ def _cases(args, parser) -> int:
     if args.suite is None:
         print("\npeers:")
         for p in PEERS.values():
-            flag = "" if p.default else " (opt-in)"
+            flag = "" if p.default or "opt-in" in p.description else " (opt-in: name it with --peer)"
             print(f"  {p.name:<17} {', '.join(p.kinds):<37} {p.description}{flag}")
     return 0
 

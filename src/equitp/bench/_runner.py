@@ -60,7 +60,8 @@ _MIN_ROUNDS = 3
 def _unknown(kind: str, names, valid) -> None:
     bad = [n for n in names if n not in valid]
     if bad:
-        raise ValueError(f"unknown {kind} {', '.join(map(repr, bad))}; valid {kind}s are: {', '.join(valid)}")
+        plural = kind + ("es" if kind.endswith("s") else "s")
+        raise ValueError(f"unknown {kind} {', '.join(map(repr, bad))}; valid {plural} are: {', '.join(valid)}")
 
 
 def plan(
@@ -106,7 +107,12 @@ def plan(
                                  f"{', '.join(dict.fromkeys(in_suite))}")
             entries = [(c, b) for c, b in entries if c.label in cases]
     if tps:
-        entries = [(c, b) for c, b in entries if c.tp in tps]
+        kept = [(c, b) for c, b in entries if c.tp in tps]
+        if entries and not kept:
+            where = f"suite {s.name!r}" if not (suite is None and cases) else "the named cases"
+            have = list(dict.fromkeys(c.tp for c, _ in entries))
+            raise ValueError(f"no case of {where} has tp {', '.join(map(repr, tps))}; its tps are: {', '.join(have)}")
+        entries = kept
     if batch is not None:
         entries = [(c, batch) for c, _ in entries]
     return list(dict.fromkeys(entries))
@@ -373,6 +379,20 @@ def _run_entry(case: Case, batch: int, ctx: dict) -> List[dict]:
     return rows
 
 
+def _failed_entry(case: Case, batch: int, ctx: dict, exc: BaseException) -> List[dict]:
+    """One row per planned implementation and pass of a case that failed as a whole, each saying why."""
+    base = dict(suite=ctx["suite"], case=case.label, tp=case.tp, device=str(ctx["device"]),
+                dtype=str(ctx["dtype"]).replace("torch.", ""), batch=batch, params=dict(case.params))
+    reason = _describe(exc)
+    try:
+        backends = [b for b in (ctx["backends"] or [default_backend(ctx["device"])]) if b in equitp_backends(case.tp)]
+        planned = [(f"equitp-{b}", "equitp", b) for b in backends]
+        planned += [(n, PEERS[n].library, n) for n in peers_for(case, None, ctx["peers"])]
+    except Exception:  # noqa: BLE001
+        planned = [("equitp", "equitp", None)]
+    return [_row(base, n, lib, be, q, error=reason) for n, lib, be in planned for q in ctx["passes"]]
+
+
 def _run_e2(ctx: dict) -> List[dict]:
     """The ``e2`` suite, written in ``equitp.bench._e2_suite`` (imported lazily: it may not exist yet)."""
     base = dict(suite="e2", case="e2", tp="e2", device=str(ctx["device"]),
@@ -446,7 +466,7 @@ def run_benchmark(
         passes: passes to report (default: the suite's, ``fwd``, ``bwd``, ``fwd+bwd``); ``double-bwd`` on request.
         repeats, warmup: timed and untimed rounds (default: the suite's; ``quick``: at most 3 and 1).
         budget_s: time budget (seconds) of the timed rounds of one loop of one case; at least 3 rounds run
-            (default: the suite's, 20 s; 6 s for ``default``).
+            (default: the suite's, 20 s; 4 s for ``default``).
         threads: torch threads (default ``os.cpu_count()``).
         measure_machine: measure the roofline (copy bandwidth, GEMM) once; without it ``roofline_fraction`` is None.
         progress: ``progress(description, done, total)``, called before each timed loop.
@@ -480,18 +500,20 @@ def run_benchmark(
     passes = tuple(q for q in PASSES if q in (passes or s.passes))
     machine = machine_info(torch_device)
     roofline = None
+    loops_per_entry = sum(1 for qs in _LOOP_PASSES.values() if any(q in passes for q in qs))
+    total = len(entries) * loops_per_entry + (1 if s.external else 0)
     if measure_machine:
+        if progress is not None:
+            progress("measuring the roofline (copy, GEMM)", 0, total)
         try:
             roofline = measure_roofline(torch_device, torch_dtype, quick=quick)
         except Exception as exc:  # noqa: BLE001 - e.g. no CUDA: rows say why, the roofline is left out
             machine["roofline_error"] = _describe(exc)
     if roofline:
         machine.update(roofline)
-    loops_per_entry = sum(1 for qs in _LOOP_PASSES.values() if any(q in passes for q in qs))
     ctx = dict(suite=s.name if (suite or not cases) else None, device=torch_device, dtype=torch_dtype, passes=passes,
                backends=list(backends) if backends else None, peers=list(peers) if peers is not None else None,
                warmup=warmup, repeats=repeats, budget_s=budget_s, roofline=roofline, quick=quick, done=0)
-    total = len(entries) * loops_per_entry + (1 if s.external else 0)
     if progress is not None:
         ctx["progress"] = lambda text: progress(text, ctx["done"], total)
     else:
@@ -504,7 +526,13 @@ def run_benchmark(
     entry_times = []
     for case, b in entries:
         t0 = time.perf_counter()
-        rows += _run_entry(case, b, ctx)
+        done = ctx["done"]
+        try:
+            rows += _run_entry(case, b, ctx)
+        except Exception as exc:  # noqa: BLE001 - a case that fails outside the per-implementation guards: its rows
+            rows += _failed_entry(case, b, ctx, exc)  # say why, the other cases run
+            gc.collect()
+        ctx["done"] = done + loops_per_entry
         entry_times.append({"case": case.label, "batch": b, "wall_s": round(time.perf_counter() - t0, 2)})
     if progress is not None:
         progress("done", total, total)
