@@ -180,6 +180,7 @@ def _flatten(row: dict, peers: List[str]) -> dict:
     for k in ROW_KEYS:
         v = row.get(k)
         if k == "speedup_vs":
+            flat[k] = json.dumps(_clean(v or {}), sort_keys=True)
             for p in peers:
                 flat[f"speedup_vs.{p}"] = (v or {}).get(p)
         elif k == "params":
@@ -190,12 +191,16 @@ def _flatten(row: dict, peers: List[str]) -> dict:
 
 
 def to_csv(result: dict) -> str:
-    """The rows as CSV: the row keys in order, ``speedup_vs`` flattened into one ``speedup_vs.<peer>`` column per
-    peer, ``params`` as a JSON string."""
+    """The rows as CSV: the row keys in order (every row key is a column), ``speedup_vs`` and ``params`` as JSON
+    strings, and ``speedup_vs`` also flattened into one ``speedup_vs.<peer>`` column per peer timed or planned (empty
+    where that peer was not timed)."""
     rows = result["rows"]
     peers = list(dict.fromkeys(p for r in rows for p in (r.get("speedup_vs") or {})))
-    fields = [k for k in ROW_KEYS if k != "speedup_vs"]
-    i = fields.index("max_abs_err")
+    peers += [p for p in dict.fromkeys(r.get("impl") for r in rows
+                                       if r.get("library") not in (None, "equitp") and r.get("impl"))
+              if p not in peers]
+    fields = list(ROW_KEYS)
+    i = fields.index("speedup_vs") + 1
     fields = fields[:i] + [f"speedup_vs.{p}" for p in peers] + fields[i:]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
@@ -238,10 +243,13 @@ def write_outputs(result: dict, out_dir: str, plots: bool = True) -> Dict[str, s
     written["json"] = path
     written["plots"] = []
     if plots:
-        try:
-            written["plots"] = make_plots(result, out_dir)
+        errors: List[str] = []
+        try:  # a plot that fails never loses the table, the CSV or the JSON
+            written["plots"] = make_plots(result, out_dir, errors=errors)
         except ImportError:
-            written["plot_error"] = "matplotlib is not installed (pip install matplotlib): no plots"
+            errors.append("matplotlib is not installed (pip install matplotlib): no plots")
+        if errors:
+            written["plot_error"] = "; ".join(errors)
     return written
 
 
@@ -250,10 +258,13 @@ def _ok(r: dict) -> bool:
     return r.get("error") is None and r.get("median_ms") is not None
 
 
-def make_plots(result: dict, out_dir: str) -> List[str]:
+def make_plots(result: dict, out_dir: str, errors: Optional[List[str]] = None) -> List[str]:
     """PNG plots of the rows present: ``runtime_vs_L.png`` (sweep cases: median time against L per family and
     implementation), ``speedup.png`` (equitp's speed-up over each peer per case and pass), ``roofline.png``
-    (achieved GFLOP/s against arithmetic intensity under the measured roofs). Returns the paths written."""
+    (achieved GFLOP/s against arithmetic intensity under the measured roofs). Returns the paths written.
+
+    With ``errors`` a list, a plot that fails is left out and its reason appended there (the others are written);
+    without it, the exception propagates."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -261,15 +272,20 @@ def make_plots(result: dict, out_dir: str) -> List[str]:
 
     rows = [r for r in result["rows"] if _ok(r)]
     paths = []
-    p = _plot_runtime_vs_l(plt, rows, out_dir)
-    if p:
-        paths.append(p)
-    p = _plot_speedup(plt, rows, out_dir)
-    if p:
-        paths.append(p)
-    p = _plot_roofline(plt, rows, result["machine"], out_dir)
-    if p:
-        paths.append(p)
+    plots = (("runtime_vs_L.png", lambda: _plot_runtime_vs_l(plt, rows, out_dir)),
+             ("speedup.png", lambda: _plot_speedup(plt, rows, out_dir)),
+             ("roofline.png", lambda: _plot_roofline(plt, rows, result["machine"], out_dir)))
+    for name, plot in plots:
+        try:
+            p = plot()
+        except Exception as exc:  # noqa: BLE001
+            plt.close("all")
+            if errors is None:
+                raise
+            errors.append(f"{name} failed: {type(exc).__name__}: {exc}"[:300])
+            continue
+        if p:
+            paths.append(p)
     return paths
 
 
