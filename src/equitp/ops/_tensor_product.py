@@ -16,6 +16,7 @@ from typing import List, Optional
 import torch
 
 from ..descriptors._tensor_product import TensorProductDescriptor
+from ._accumulate import BACKEND_DEVICES, _resolve_backend
 
 __all__ = ["tensor_product", "register_descriptor", "BACKENDS"]
 
@@ -42,14 +43,9 @@ def register_descriptor(desc: TensorProductDescriptor) -> int:
 
 
 def resolve_backend(backend: Optional[str], device: torch.device) -> str:
-    """Pick an executor name: None chooses the best for ``device``."""
-    if backend is None:
-        return "cpu" if device.type == "cpu" else "reference"
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected None or one of {list(BACKENDS)}, got {backend!r}")
-    if backend == "cpu" and device.type != "cpu":
-        raise ValueError(f"backend: 'cpu' runs on CPU tensors only, got tensors on {device}")
-    return backend
+    """Pick an executor name: None chooses the best for ``device``. The tensor-product executors are those of the
+    shared backend registry (``ops._accumulate.BACKEND_DEVICES`` / ``DEFAULT_BACKEND``) named in :data:`BACKENDS`."""
+    return _resolve_backend(backend, device, backends={b: BACKEND_DEVICES[b] for b in BACKENDS})
 
 
 def _run(desc_id: int, target: int, backend: str, weightless: bool, ops):
