@@ -389,7 +389,7 @@ def test_item_blocked_flat_and_path_kernels_match_reference(monkeypatch, flat_ma
     ins = _instructions(mode)
     tp = equitp.TensorProduct(I1, I2, IO, ins, backend="cpu", **kw).to(dtype)
     ref = equitp.TensorProduct(I1, I2, IO, ins, backend="reference", **kw).to(dtype)
-    n = 45  # one full block of 32 items and a partial one
+    n = 150  # full blocks and a partial one, for 32 or 64 items per block
     x = torch.randn(n, tp.irreps_in1.dim, dtype=dtype, requires_grad=True)
     y = torch.randn(n, tp.irreps_in2.dim, dtype=dtype, requires_grad=True)
     w = torch.randn(n, tp.weight_numel, dtype=dtype, requires_grad=True)
@@ -399,3 +399,14 @@ def test_item_blocked_flat_and_path_kernels_match_reference(monkeypatch, flat_ma
     g = torch.randn_like(out)
     for a, b in zip(torch.autograd.grad(out, (x, y, w), g), torch.autograd.grad(out_ref, (x, y, w), g)):
         _check_close(a, b, dtype, "gradient")
+
+
+def test_item_block_size_fits_the_lane_buffers_in_cache():
+    """64 items per block while the block's lane buffers fit in LANE_BUFFER_BYTES, 32 beyond."""
+    from equitp.executors.cpu import _tensor_product as cpu
+
+    small = equitp.FullTensorProduct("0e+1o+2e+3o+4e+5o+6e", "0e+1o+2e+3o+4e+5o+6e")  # 49 + 49 + 2401 floats
+    large = equitp.FullTensorProduct("0e+1o+2e+3o+4e+5o+6e+7o+8e", "0e+1o+2e+3o+4e+5o+6e+7o+8e")  # 81 + 81 + 6561
+    assert cpu._lanes(cpu._get_plan(small.descriptor, torch.float32), False) == 64
+    assert cpu._lanes(cpu._get_plan(large.descriptor, torch.float32), False) == 32
+    assert cpu._lanes(cpu._get_plan(small.descriptor, torch.float64), False) == 32

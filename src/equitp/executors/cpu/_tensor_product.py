@@ -44,7 +44,8 @@ def _to_mul_ir(src, blk, mul, d):
             blk[o + 1] = r1[u]
             blk[o + 2] = r2[u]
     elif d == 5:
-        r0, r1, r2, r3, r4 = src[0:mul], src[mul : 2 * mul], src[2 * mul : 3 * mul], src[3 * mul : 4 * mul], src[4 * mul : 5 * mul]
+        r0, r1, r2 = src[0:mul], src[mul : 2 * mul], src[2 * mul : 3 * mul]
+        r3, r4 = src[3 * mul : 4 * mul], src[4 * mul : 5 * mul]
         for u in range(mul):
             o = 5 * u
             blk[o] = r0[u]
@@ -83,7 +84,8 @@ def _to_ir_mul(blk, dst, mul, d):
             r1[u] = blk[o + 1]
             r2[u] = blk[o + 2]
     elif d == 5:
-        r0, r1, r2, r3, r4 = dst[0:mul], dst[mul : 2 * mul], dst[2 * mul : 3 * mul], dst[3 * mul : 4 * mul], dst[4 * mul : 5 * mul]
+        r0, r1, r2 = dst[0:mul], dst[mul : 2 * mul], dst[2 * mul : 3 * mul]
+        r3, r4 = dst[3 * mul : 4 * mul], dst[4 * mul : 5 * mul]
         for u in range(mul):
             o = 5 * u
             r0[u] = blk[o]
@@ -468,6 +470,8 @@ class _CpuPlan:
         # for the item-blocked kernels: global index of each ir_mul element of in1, in2, out; identity for the weights
         self.gmap = {t: _gmap(self.segs[t], desc.layout == "mul_ir") for t in (1, 2, 3)}
         self.gmap[0] = np.arange(max(desc.weight_numel, 1), dtype=np.int64)
+        self.dims = {0: desc.weight_numel, 1: desc.irreps_in1.dim, 2: desc.irreps_in2.dim, 3: desc.irreps_out.dim}
+        self.itemsize = np.dtype(np_dtype).itemsize
         self._flat = {}
 
     def flat(self, target: int):
@@ -614,14 +618,14 @@ def tensor_product_cpu(desc, target: int, operands, weightless: bool = True):
         table, ci, cj, ck, cv = plan.weight_form
         if _blocked(plan) and plan.flat(0) is not None:
             nch = _parallel(
-                _weight_flat, N, *plan.flat(0)[:6], gw.numpy(), w_batched, A.numpy(), B.numpy(), G.numpy(), plan.gmap[1],
-                plan.gmap[2], plan.gmap[3], plan.gmap[0], LANES,
+                _weight_flat, N, *plan.flat(0)[:6], gw.numpy(), w_batched, A.numpy(), B.numpy(), G.numpy(),
+                plan.gmap[1], plan.gmap[2], plan.gmap[3], plan.gmap[0], _lanes(plan, w_batched),
             )  # fmt: skip
             return out if w_batched else gw[:nch].sum(0)
         if _blocked(plan):
             nch = _parallel(
                 _weight_form_blocked, N, table, ci, cj, ck, cv, gw.numpy(), w_batched, A.numpy(), B.numpy(),
-                G.numpy(), plan.gmap[1], plan.gmap[2], plan.gmap[3], plan.gmap[0], LANES,
+                G.numpy(), plan.gmap[1], plan.gmap[2], plan.gmap[3], plan.gmap[0], _lanes(plan, w_batched),
             )  # fmt: skip
             return out if w_batched else gw[:nch].sum(0)
         nch = _parallel(
@@ -649,13 +653,15 @@ def tensor_product_cpu(desc, target: int, operands, weightless: bool = True):
     if _blocked(plan) and plan.flat(target) is not None:
         _parallel(
             lambda *args: _forward_flat(*args[:-1], weightless), N, *plan.flat(target), Wn, w_batched, A.numpy(),
-            B.numpy(), out.numpy(), plan.gmap[a], plan.gmap[b], plan.gmap[target], plan.gmap[0], LANES,
+            B.numpy(), out.numpy(), plan.gmap[a], plan.gmap[b], plan.gmap[target], plan.gmap[0],
+            _lanes(plan, w_batched),
         )  # fmt: skip
         return out
     if _blocked(plan):
         _parallel(
             lambda *args: _forward_form_blocked(*args[:-1], weightless), N, table, ci, cj, ck, cv, Wn, w_batched,
-            A.numpy(), B.numpy(), out.numpy(), plan.gmap[a], plan.gmap[b], plan.gmap[target], plan.gmap[0], LANES,
+            A.numpy(), B.numpy(), out.numpy(), plan.gmap[a], plan.gmap[b], plan.gmap[target], plan.gmap[0],
+            _lanes(plan, w_batched),
         )  # fmt: skip
         return out
     _parallel(
@@ -748,6 +754,17 @@ def tensor_product_cpu_backward(desc, operands, needs, weightless: bool = True):
 #: the lane loops completely and then leaves them scalar (numba cannot prove the buffers distinct); with a run-time
 #: count the loop vectoriser emits AVX code behind one alias check
 LANES = 32
+#: bytes of lane buffers (all operands of a block) that the lane count is chosen to fit in (about the L2 cache)
+LANE_BUFFER_BYTES = 768 * 1024
+
+
+def _lanes(plan, w_batched: bool) -> int:
+    """Items per block: 64 when the block's lane buffers fit in LANE_BUFFER_BYTES, else 32 (more items per entry
+    amortise the per-entry overhead; too many spill the buffers out of the cache)."""
+    if LANES != 32:  # an explicit override (tests, experiments)
+        return LANES
+    per_lane = (plan.dims[1] + plan.dims[2] + plan.dims[3] + (plan.dims[0] if w_batched else 0)) * plan.itemsize
+    return 64 if per_lane * 64 <= LANE_BUFFER_BYTES else 32
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
@@ -1200,7 +1217,8 @@ _FLAT_MAX = 4_000_000
 
 def _flatten(table, ci, cj, ck, cv, weight_target: bool):
     """Expand a form's paths into entries (target, a, b, w, coef) sorted by target; returns the CSR arrays
-    ``rows, ptr, ea, eb, ew, coef`` and whether no entry has a weight, or None when the expansion would exceed ``_FLAT_MAX`` entries."""
+    ``rows, ptr, ea, eb, ew, coef`` and whether no entry has a weight, or None when the expansion would exceed
+    ``_FLAT_MAX`` entries."""
     parts = []
     total = 0
     for row in table:
