@@ -14,6 +14,8 @@ buffers in ``ir_mul`` order so the innermost loops run over contiguous channels 
 
 from __future__ import annotations
 
+import itertools
+
 import numba
 import numpy as np
 import torch
@@ -557,25 +559,45 @@ def _num_threads() -> int:
     return max(1, torch.get_num_threads())
 
 
+#: chunks per thread: the rows are cut into this many chunks per thread and the threads take the next free chunk, so
+#: a core slowed down by something else (another process, a noisy neighbour on a virtual machine) does less of the work
+CHUNKS_PER_THREAD = 4
+
+
+def _num_chunks() -> int:
+    """The most chunks `_parallel` uses (rows of a partial-sum buffer)."""
+    return _num_threads() * CHUNKS_PER_THREAD
+
+
 def _parallel(fn, n: int, *args):
-    """Run ``fn(*args, z0, z1, chunk_index)`` over ``n`` rows split in one chunk per thread (the kernels release the
-    GIL). Returns the number of chunks."""
+    """Run ``fn(*args, z0, z1, chunk_index)`` over ``n`` rows split in chunks that the threads take in turn (the
+    kernels release the GIL); at most `_num_chunks()` chunks of at least 16 rows. Returns the number of chunks."""
     global _pool, _pool_size
     nt = min(_num_threads(), max(1, n // 16))
-    bounds = [(n * i) // nt for i in range(nt + 1)]
     if nt == 1:
         fn(*args, 0, n, 0)
         return 1
+    nch = min(nt * CHUNKS_PER_THREAD, max(1, n // 16))
+    bounds = [(n * i) // nch for i in range(nch + 1)]
     if _pool is None or _pool_size < nt:
         from concurrent.futures import ThreadPoolExecutor
 
         _pool = ThreadPoolExecutor(max_workers=nt, thread_name_prefix="equitp-cpu")
         _pool_size = nt
-    futures = [_pool.submit(fn, *args, bounds[i], bounds[i + 1], i) for i in range(1, nt)]
-    fn(*args, bounds[0], bounds[1], 0)
+    counter = itertools.count()
+
+    def worker():
+        while True:
+            i = next(counter)  # atomic under the GIL
+            if i >= nch:
+                return
+            fn(*args, bounds[i], bounds[i + 1], i)
+
+    futures = [_pool.submit(worker) for _ in range(1, nt)]
+    worker()
     for f in futures:
         f.result()
-    return nt
+    return nch
 
 
 _ROLES = {3: (1, 2), 1: (2, 3), 2: (1, 3)}
@@ -611,7 +633,7 @@ def tensor_product_cpu(desc, target: int, operands, weightless: bool = True):
         else:
             if N == 0 or numel == 0:
                 return torch.zeros(numel, dtype=dtype)
-            gw = torch.empty((_num_threads(), numel), dtype=dtype)
+            gw = torch.empty((_num_chunks(), numel), dtype=dtype)
         if _fully_connected(plan):
             nch = _uvw_run(desc, plan, W, A, B, G, {"gw": gw}, transpose)
             return out if w_batched else gw[:nch].sum(0)
@@ -695,7 +717,7 @@ def tensor_product_cpu_backward(desc, operands, needs, weightless: bool = True):
         if need_w:
             w_batched = W.dim() == 2
             outs["gw"] = (_empty((N, desc.weight_numel), X.dtype) if w_batched
-                          else torch.empty((_num_threads(), desc.weight_numel), dtype=X.dtype))
+                          else torch.empty((_num_chunks(), desc.weight_numel), dtype=X.dtype))
         nch = _uvw_run(desc, plan, W, X, Y, G, outs, desc.layout == "mul_ir")
         gw = outs.get("gw")
         if gw is not None and W.dim() != 2:
@@ -719,7 +741,7 @@ def tensor_product_cpu_backward(desc, operands, needs, weightless: bool = True):
     gy = _empty((N, Y.shape[1]), dtype) if need_y else None
     numel = desc.weight_numel
     if need_w:
-        gw = _empty((N, numel), dtype) if w_batched else torch.empty((_num_threads(), numel), dtype=dtype)
+        gw = _empty((N, numel), dtype) if w_batched else torch.empty((_num_chunks(), numel), dtype=dtype)
     else:
         gw = None
     if N == 0:
