@@ -1234,7 +1234,8 @@ def _uvw_run(desc, plan, W, X, Y, G, outs, transpose):
 # no per-entry index arithmetic or branching on the path's mode, and each target row of the lane buffer is written
 # while it is hot. Used by the item-blocked family when the expansion stays small (see _FLAT_MAX).
 # ---------------------------------------------------------------------------------------------------------------------
-_FLAT_MAX = 4_000_000
+#: at most this many flat entries per form (five 8-byte arrays: 40 MB); larger expansions use the per-path kernels
+_FLAT_MAX = 1_000_000
 
 
 def _flatten(table, ci, cj, ck, cv, weight_target: bool):
