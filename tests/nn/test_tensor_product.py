@@ -420,6 +420,11 @@ def test_shared_weight_gradient_sums_every_chunk(monkeypatch, family):
 
     monkeypatch.setattr(cpu, "KERNEL_FAMILY", family)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # two workers, eight chunks, on any machine
+    monkeypatch.setattr(cpu, "PARALLEL_MIN_FLOPS", 0)  # split even this small product
+    monkeypatch.setattr(cpu, "_plans", {})
+    chunks = []
+    parallel = cpu._parallel
+    monkeypatch.setattr(cpu, "_parallel", lambda *a, **k: chunks.append(parallel(*a, **k)) or chunks[-1])
     torch.manual_seed(11)
     dtype = torch.float64
     i1, i2, io = "6x0e+5x1o+3x2e", "1x0e+1x1o", "4x0e+3x1o+2x1e+2x2e"
@@ -434,3 +439,21 @@ def test_shared_weight_gradient_sums_every_chunk(monkeypatch, family):
     (gw,) = torch.autograd.grad(tp(x, y, w), w, g)
     (gw_ref,) = torch.autograd.grad(ref(x, y, w), w, g)
     _check_close(gw, gw_ref, dtype, "shared weight gradient")
+    assert max(chunks) == 8
+
+
+def test_small_products_stay_on_one_thread(monkeypatch):
+    """A product with little work per call is not handed to the thread pool (the hand-off costs more than it saves);
+    a large one is split."""
+    from equitp.executors.cpu import _tensor_product as cpu
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    chunks = []
+    parallel = cpu._parallel
+    monkeypatch.setattr(cpu, "_parallel", lambda *a, **k: chunks.append(parallel(*a, **k)) or chunks[-1])
+    tp = equitp.FullTensorProduct("2e", "2e", backend="cpu")
+    tp(torch.randn(500, 5), torch.randn(500, 5))
+    assert chunks == [1]
+    big = equitp.channelwise_tensor_product("32x0e+32x1o", "0e+1o", "32x0e+32x1o", backend="cpu")
+    big(torch.randn(4000, 128), torch.randn(4000, 4), torch.randn(4000, big.weight_numel))
+    assert chunks[-1] > 1

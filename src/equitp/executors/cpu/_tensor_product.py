@@ -472,6 +472,8 @@ class _CpuPlan:
         # for the item-blocked kernels: global index of each ir_mul element of in1, in2, out; identity for the weights
         self.gmap = {t: _gmap(self.segs[t], desc.layout == "mul_ir") for t in (1, 2, 3)}
         self.gmap[0] = np.arange(max(desc.weight_numel, 1), dtype=np.int64)
+        # rows per thread so that each thread gets PARALLEL_MIN_FLOPS of work (forward pass as the measure)
+        self.min_rows = max(16, -(-PARALLEL_MIN_FLOPS // max(int(desc.flops(1)), 1)))
         self.dims = {0: desc.weight_numel, 1: desc.irreps_in1.dim, 2: desc.irreps_in2.dim, 3: desc.irreps_out.dim}
         self.itemsize = np.dtype(np_dtype).itemsize
         self._flat = {}
@@ -569,15 +571,21 @@ def _num_chunks() -> int:
     return _num_threads() * CHUNKS_PER_THREAD
 
 
-def _parallel(fn, n: int, *args):
+#: floating-point operations a thread must get before a product is split over threads: handing rows to a pool thread
+#: costs tens of microseconds (more on a virtual machine), about what ~1 MFLOP of kernel work takes here
+PARALLEL_MIN_FLOPS = 1_000_000
+
+
+def _parallel(fn, n: int, *args, min_rows: int = 16):
     """Run ``fn(*args, z0, z1, chunk_index)`` over ``n`` rows split in chunks that the threads take in turn (the
-    kernels release the GIL); at most `_num_chunks()` chunks of at least 16 rows. Returns the number of chunks."""
+    kernels release the GIL); each thread gets at least ``min_rows`` rows, at most `_num_chunks()` chunks. Returns the
+    number of chunks."""
     global _pool, _pool_size
-    nt = min(_num_threads(), max(1, n // 16))
+    nt = min(_num_threads(), max(1, n // max(min_rows, 1)))
     if nt == 1:
         fn(*args, 0, n, 0)
         return 1
-    nch = min(nt * CHUNKS_PER_THREAD, max(1, n // 16))
+    nch = min(nt * CHUNKS_PER_THREAD, max(nt, n // max(min_rows, 16)))
     bounds = [(n * i) // nch for i in range(nch + 1)]
     if _pool is None or _pool_size < nt:
         from concurrent.futures import ThreadPoolExecutor
@@ -642,17 +650,20 @@ def tensor_product_cpu(desc, target: int, operands, weightless: bool = True):
             nch = _parallel(
                 _weight_flat, N, *plan.flat(0)[:6], gw.numpy(), w_batched, A.numpy(), B.numpy(), G.numpy(),
                 plan.gmap[1], plan.gmap[2], plan.gmap[3], plan.gmap[0], _lanes(plan, w_batched),
+                min_rows=plan.min_rows,
             )  # fmt: skip
             return out if w_batched else gw[:nch].sum(0)
         if _blocked(plan):
             nch = _parallel(
                 _weight_form_blocked, N, table, ci, cj, ck, cv, gw.numpy(), w_batched, A.numpy(), B.numpy(),
                 G.numpy(), plan.gmap[1], plan.gmap[2], plan.gmap[3], plan.gmap[0], _lanes(plan, w_batched),
+                min_rows=plan.min_rows,
             )  # fmt: skip
             return out if w_batched else gw[:nch].sum(0)
         nch = _parallel(
             _weight_form, N, table, ci, cj, ck, cv, gw.numpy(), w_batched, A.numpy(), B.numpy(), G.numpy(),
             plan.segs[1], plan.segs[2], plan.segs[3], transpose, plan.tsize,
+            min_rows=plan.min_rows,
         )  # fmt: skip
         return out if w_batched else gw[:nch].sum(0)
 
@@ -677,6 +688,7 @@ def tensor_product_cpu(desc, target: int, operands, weightless: bool = True):
             lambda *args: _forward_flat(*args[:-1], weightless), N, *plan.flat(target), Wn, w_batched, A.numpy(),
             B.numpy(), out.numpy(), plan.gmap[a], plan.gmap[b], plan.gmap[target], plan.gmap[0],
             _lanes(plan, w_batched),
+            min_rows=plan.min_rows,
         )  # fmt: skip
         return out
     if _blocked(plan):
@@ -684,11 +696,13 @@ def tensor_product_cpu(desc, target: int, operands, weightless: bool = True):
             lambda *args: _forward_form_blocked(*args[:-1], weightless), N, table, ci, cj, ck, cv, Wn, w_batched,
             A.numpy(), B.numpy(), out.numpy(), plan.gmap[a], plan.gmap[b], plan.gmap[target], plan.gmap[0],
             _lanes(plan, w_batched),
+            min_rows=plan.min_rows,
         )  # fmt: skip
         return out
     _parallel(
         lambda *args: _forward_form(*args[:-1], weightless), N, table, ci, cj, ck, cv, Wn, w_batched, A.numpy(),
         B.numpy(), out.numpy(), plan.segs[a], plan.segs[b], plan.segs[target], transpose, plan.tsize,
+        min_rows=plan.min_rows,
     )  # fmt: skip
     return out
 
@@ -761,6 +775,7 @@ def tensor_product_cpu_backward(desc, operands, needs, weightless: bool = True):
         gx.numpy() if need_x else dummy, gy.numpy() if need_y else dummy, gw.numpy() if need_w else dummy,
         need_x, need_y, need_w, plan.segs[1], plan.segs[2], plan.segs[3], desc.layout == "mul_ir", plan.tsize,
         weightless,
+        min_rows=plan.min_rows,
     )  # fmt: skip
     if need_w and not w_batched:
         gw = gw[:nch].sum(0)
@@ -1224,6 +1239,7 @@ def _uvw_run(desc, plan, W, X, Y, G, outs, transpose):
         _uvw_pass, N, *plan.weight_form, Wn, w_batched, arr(X), arr(Y), arr(G), arr(outs.get("out")),
         arr(outs.get("gx")), arr(outs.get("gy")), arr(gw), "out" in outs, "gx" in outs, "gy" in outs, gw is not None,
         plan.uvw_cover, plan.segs[1], plan.segs[2], plan.segs[3], transpose, plan.tsize,
+        min_rows=plan.min_rows,
     )  # fmt: skip
 
 
