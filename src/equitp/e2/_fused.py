@@ -60,6 +60,23 @@ def _build_kernels() -> dict[str, Any]:
         qmat = flt[i64[11]:]
         return meta, task_off, fstart, elem, vals, gam, cov, qmat, i64[12], i64[13]
 
+    @numba.njit(cache=True, inline="always")
+    def _task(meta, task_off, fstart, S, t, p):
+        # task t (one pair of fields of pair-of-types p, found by advancing p): its sizes, element and covered-entry
+        # ranges, changes of basis, first filter channels of the two fields and first weight
+        while t >= task_off[p + 1]:
+            p += 1
+        n_in = meta[p, 1]
+        I = meta[p, 3]
+        D = meta[p, 4]
+        f = t - task_off[p]
+        fo = f // n_in
+        fi = f - fo * n_in
+        oc0 = fstart[meta[p, 6] + fo]
+        ic0 = fstart[meta[p, 7] + fi]
+        return (p, meta[p, 2], I, D, I * S, meta[p, 8], meta[p, 9], meta[p, 10], meta[p, 11], meta[p, 12], oc0, ic0,
+                meta[p, 5] + f * D)
+
     # Inner loops index row views with the loop variable only (a range index is known non-negative, so numba emits
     # no wrap-around test and LLVM vectorises the loop).
     def forward(i64, i32, flt, w, out, n_chunks):
@@ -76,22 +93,7 @@ def _build_kernels() -> dict[str, Any]:
             mb = np.empty(bufsize, dtype=out.dtype)
             p = 0
             for t in range(t0, t1):
-                while t >= task_off[p + 1]:
-                    p += 1
-                n_in = meta[p, 1]
-                O = meta[p, 2]
-                I = meta[p, 3]
-                D = meta[p, 4]
-                f = t - task_off[p]
-                fo = f // n_in
-                fi = f - fo * n_in
-                IS = I * S
-                e0 = meta[p, 8]
-                c0 = meta[p, 9]
-                nc = meta[p, 10]
-                qo = meta[p, 11]
-                qi = meta[p, 12]
-                wb = meta[p, 5] + f * D
+                p, O, I, D, IS, e0, c0, nc, qo, qi, oc0, ic0, wb = _task(meta, task_off, fstart, S, t, p)
                 mv = mb[:O * IS]
                 if meta[p, 13]:
                     # folded pair: M = sum_e w_e (beta_e Q_in^T), each term d_out contiguous rows of M
@@ -156,8 +158,6 @@ def _build_kernels() -> dict[str, Any]:
                     else:
                         m = kh
                 # 3. kappa = Q_out M, written into the filter rows of the two fields
-                oc0 = fstart[meta[p, 6] + fo]
-                ic0 = fstart[meta[p, 7] + fi]
                 for o in range(O):
                     d0 = ((oc0 + o) * c_in + ic0) * S
                     dst = out[d0:d0 + IS]
@@ -194,24 +194,7 @@ def _build_kernels() -> dict[str, Any]:
             hb = np.empty(bufsize, dtype=g.dtype)
             p = 0
             for t in range(t0, t1):
-                while t >= task_off[p + 1]:
-                    p += 1
-                n_in = meta[p, 1]
-                O = meta[p, 2]
-                I = meta[p, 3]
-                D = meta[p, 4]
-                f = t - task_off[p]
-                fo = f // n_in
-                fi = f - fo * n_in
-                IS = I * S
-                e0 = meta[p, 8]
-                c0 = meta[p, 9]
-                nc = meta[p, 10]
-                qo = meta[p, 11]
-                qi = meta[p, 12]
-                oc0 = fstart[meta[p, 6] + fo]
-                ic0 = fstart[meta[p, 7] + fi]
-                wb = meta[p, 5] + f * D
+                p, O, I, D, IS, e0, c0, nc, qo, qi, oc0, ic0, wb = _task(meta, task_off, fstart, S, t, p)
                 # 1. T = Q_out^T G (rows of G read in place)
                 for oh in range(O):
                     dst = tb[oh * IS:oh * IS + IS]
