@@ -783,14 +783,15 @@ def tensor_product_cpu_backward(desc, operands, needs, weightless: bool = True):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Item-blocked kernels for low multiplicities (e.g. single-channel products): the vector lanes are LANES items instead
-# of channels. A block of items is transposed into local buffers X[element, lane]; each CG non-zero and channel tuple
+# Item-blocked kernels for low multiplicities (e.g. single-channel products): the vector lanes are items (see _lanes)
+# instead of channels. A block of items is transposed into local buffers X[element, lane]; each CG non-zero and channel tuple
 # is then one vectorised multiply-add over the lanes.
 # ---------------------------------------------------------------------------------------------------------------------
-#: items per block. Passed to the kernels as a run-time value on purpose: with a compile-time trip count LLVM unrolls
-#: the lane loops completely and then leaves them scalar (numba cannot prove the buffers distinct); with a run-time
-#: count the loop vectoriser emits AVX code behind one alias check
-LANES = 32
+#: items per block; None: chosen per plan by _lanes (an int overrides it, for tests and experiments). The count is
+#: passed to the kernels as a run-time value on purpose: with a compile-time trip count LLVM unrolls the lane loops
+#: completely and then leaves them scalar (numba cannot prove the buffers distinct); with a run-time count the loop
+#: vectoriser emits AVX code behind one alias check
+LANES = None
 #: bytes of lane buffers (all operands of a block) that the lane count is chosen to fit in (about the L2 cache)
 LANE_BUFFER_BYTES = 768 * 1024
 
@@ -798,7 +799,7 @@ LANE_BUFFER_BYTES = 768 * 1024
 def _lanes(plan, w_batched: bool) -> int:
     """Items per block: 64 when the block's lane buffers fit in LANE_BUFFER_BYTES, else 32 (more items per entry
     amortise the per-entry overhead; too many spill the buffers out of the cache)."""
-    if LANES != 32:  # an explicit override (tests, experiments)
+    if LANES is not None:
         return LANES
     per_lane = (plan.dims[1] + plan.dims[2] + plan.dims[3] + (plan.dims[0] if w_batched else 0)) * plan.itemsize
     return 64 if per_lane * 64 <= LANE_BUFFER_BYTES else 32
