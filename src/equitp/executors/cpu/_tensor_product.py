@@ -749,7 +749,6 @@ def tensor_product_cpu_backward(desc, operands, needs, weightless: bool = True):
     need_w, need_x, need_y = needs
     need_w = bool(need_w and W is not None and desc.weight_numel > 0)
     w_batched = W is not None and W.dim() == 2
-    plan = _get_plan(desc, dtype)
     np_dtype = X.numpy().dtype
     gx = _empty((N, X.shape[1]), dtype) if need_x else None
     gy = _empty((N, Y.shape[1]), dtype) if need_y else None
