@@ -344,11 +344,15 @@ def test_cpu_output_pool_never_aliases_live_tensors():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize("layout", ["mul_ir", "ir_mul"])
-def test_fully_connected_kernel_chosen_and_matches_reference(dtype, shared, layout):
+@pytest.mark.parametrize("order", [None, "t-first", "x-first"])
+def test_fully_connected_kernel_chosen_and_matches_reference(monkeypatch, dtype, shared, layout, order):
     """DiffDock-like fully connected products run on the dedicated ``uvw`` kernel (the automatic choice), and its
-    output and every gradient (x, y, weights; fused and one at a time) equal the reference executor's."""
+    output and every gradient (x, y, weights; fused and one at a time) equal the reference executor's, with each
+    path's order chosen per path (None) or forced to one order for every path."""
     from equitp.executors.cpu import _tensor_product as cpu
 
+    monkeypatch.setattr(cpu, "UVW_ORDER", order)
+    monkeypatch.setattr(cpu, "_plans", {})
     torch.manual_seed(3)
     i1, i2 = "11x1o+9x1e+40x0e+37x0o+3x2e", "1x0e+2x1o+1x2e"  # odd widths and an in2 with two channels
     kw = dict(shared_weights=shared, internal_weights=False, layout=layout)
@@ -356,6 +360,13 @@ def test_fully_connected_kernel_chosen_and_matches_reference(dtype, shared, layo
     ref = equitp.FullyConnectedTensorProduct(i1, i2, i1, backend="reference", **kw).to(dtype)
     plan = cpu._get_plan(tp.descriptor, dtype)
     assert plan.uvw and plan.uvw_cover and cpu._fully_connected(plan)
+    table = plan.weight_form[0]
+    x_first = plan.uvw_xw.astype(bool)
+    if order is None:  # scalar inputs into higher-l outputs go x-first, higher-l inputs into scalars t-first
+        assert x_first[(table[:, cpu._ADIM] == 1) & (table[:, cpu._CDIM] > 1)].all()
+        assert not x_first[(table[:, cpu._ADIM] > 1) & (table[:, cpu._CDIM] == 1)].any()
+    else:
+        assert x_first.all() == (order == "x-first") and x_first.any() == (order == "x-first")
     n = 41
     x = torch.randn(n, tp.irreps_in1.dim, dtype=dtype, requires_grad=True)
     y = torch.randn(n, tp.irreps_in2.dim, dtype=dtype, requires_grad=True)

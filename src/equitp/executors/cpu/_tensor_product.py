@@ -469,6 +469,9 @@ class _CpuPlan:
         self.uvw = _uvw_eligible(desc, self.weight_form)
         wt = self.weight_form[0]
         self.uvw_cover = bool(self.uvw and int((wt[:, 7] * wt[:, 10] * wt[:, 13]).sum()) == desc.weight_numel)
+        self.uvw_xw, self.uvw_size = _uvw_order(wt) if self.uvw else (np.zeros(0, np.int8), 1)
+        if UVW_ORDER is not None:
+            self.uvw_xw[:] = (UVW_ORDER == "x-first") & (wt[:, _ASTR] == wt[:, _AMUL])
         # for the item-blocked kernels: global index of each ir_mul element of in1, in2, out; identity for the weights
         self.gmap = {t: _gmap(self.segs[t], desc.layout == "mul_ir") for t in (1, 2, 3)}
         self.gmap[0] = np.arange(max(desc.weight_numel, 1), dtype=np.int64)
@@ -526,6 +529,10 @@ def _empty(shape, dtype):
     if len(storages) < 3:
         storages.append(t.untyped_storage())
     return t
+
+#: order of the fully connected kernel's paths for tests and benchmarks: None (per path, fewer multiply-adds),
+#: "t-first" or "x-first" (every path; set before the plan is built)
+UVW_ORDER = None
 
 #: kernel family override for tests and benchmarks: None (automatic), "channels" (the generic channel-vectorised
 #: kernels), "items" (item-blocked) or "uvw" (the fully connected kernel where it applies, else "channels")
@@ -1107,13 +1114,29 @@ def _uvw_grads(GWrow, Wrow, wbase, wa, Gb, c_off, c_str, c_mul, c_dim, T, M, a_m
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
-def _uvw_item(tab, ci, cj, ck, cv, Wrow, Xb, Yb, Gb, Ob, GXb, GYb, GWrow, do_out, do_gx, do_gy, do_gw, gw_set, T, M):
+def _uvw_cg_rows(Dst, d_off, d_str, Src, s_off, s_str, c_mul, Yb, b_off, b_str, b, ri, rs, cj, cv, n0, n1):
+    # Dst[ri[n]] += cv[n] y[j_n] Src[rs[n]] over the CG entries n: one c_mul-wide multiply-add per entry
+    for n in range(n0, n1):
+        d = d_off + ri[n] * d_str
+        r = s_off + rs[n] * s_str
+        coef = cv[n] * Yb[b_off + cj[n] * b_str + b]
+        Ds = Dst[d : d + c_mul]
+        Ss = Src[r : r + c_mul]
+        for c in range(c_mul):
+            Ds[c] += coef * Ss[c]
+
+
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _uvw_item(
+    tab, ci, cj, ck, cv, xw, Wrow, Xb, Yb, Gb, Ob, GXb, GYb, GWrow, do_out, do_gx, do_gy, do_gw, gw_set, T, M, U,
+):  # fmt: skip
     for p in range(tab.shape[0]):
         w_off = tab[p, _WOFF]
         wa = tab[p, _WA]
         wb = tab[p, _WB]
         a_off = tab[p, _AOFF]
         a_mul = tab[p, _AMUL]
+        a_dim = tab[p, _ADIM]
         b_off = tab[p, _BOFF]
         b_mul = tab[p, _BMUL]
         c_off = tab[p, _COFF]
@@ -1124,14 +1147,42 @@ def _uvw_item(tab, ci, cj, ck, cv, Wrow, Xb, Yb, Gb, Ob, GXb, GYb, GWrow, do_out
         a_str = tab[p, _ASTR]
         b_str = tab[p, _BSTR]
         c_str = tab[p, _CSTR]
+        need_m = do_gx or do_gy
         for b in range(b_mul):
             wbase = w_off + b * wb
+            if xw[p]:
+                # x-first order (fewer input than output components): U = X W (a_dim x c_mul), then the CG entries
+                # map U's rows to the output rows; the gradients go through V = CG(y, G) (a_dim x c_mul), so that
+                # gW = X^T V, gX = V W^T and gy = <U, G> per entry
+                Xs = Xb[a_off : a_off + a_dim * a_mul]
+                if do_out or do_gy:
+                    _zero(U, a_dim * c_mul)
+                    _uvw_out(U, 0, c_mul, c_mul, a_dim, Xs, a_mul, Wrow, wbase, wa)
+                if do_out:
+                    _uvw_cg_rows(Ob, c_off, c_str, U, 0, c_mul, c_mul, Yb, b_off, b_str, b, ck, ci, cj, cv, n0, n1)
+                if do_gy:
+                    for n in range(n0, n1):
+                        Us = U[ci[n] * c_mul : (ci[n] + 1) * c_mul]
+                        r = c_off + ck[n] * c_str
+                        Gs = Gb[r : r + c_mul]
+                        s = 0.0
+                        for c in range(c_mul):
+                            s += Us[c] * Gs[c]
+                        GYb[b_off + cj[n] * b_str + b] += cv[n] * s
+                if do_gw or do_gx:
+                    _zero(T, a_dim * c_mul)
+                    _uvw_cg_rows(T, 0, c_mul, Gb, c_off, c_str, c_mul, Yb, b_off, b_str, b, ci, ck, cj, cv, n0, n1)
+                    _uvw_grads(GWrow, Wrow, wbase, wa, T, 0, c_mul, c_mul, a_dim, Xs, M, a_mul, do_gw, gw_set, do_gx)
+                    if do_gx:
+                        GXs = GXb[a_off : a_off + a_dim * a_mul]
+                        for r in range(a_dim * a_mul):
+                            GXs[r] += M[r]
+                continue
             if do_out or do_gw:
                 _zero(T, c_dim * a_mul)
                 _contract_T(T, Xb, Yb, a_off, a_mul, a_str, b_off, b_str, b, ci, cj, ck, cv, n0, n1, False)
             if do_out:
                 _uvw_out(Ob, c_off, c_str, c_mul, c_dim, T, a_mul, Wrow, wbase, wa)
-            need_m = do_gx or do_gy
             if do_gw or need_m:
                 _uvw_grads(GWrow, Wrow, wbase, wa, Gb, c_off, c_str, c_mul, c_dim, T, M, a_mul, do_gw, gw_set, need_m)
             if need_m:
@@ -1155,7 +1206,7 @@ def _uvw_item(tab, ci, cj, ck, cv, Wrow, Xb, Yb, Gb, Ob, GXb, GYb, GWrow, do_out
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
 def _uvw_pass(
-    tab, ci, cj, ck, cv, W, w_batched, X, Y, G, O, GX, GY, GW, do_out, do_gx, do_gy, do_gw, gw_cover,
+    tab, ci, cj, ck, cv, xw, W, w_batched, X, Y, G, O, GX, GY, GW, do_out, do_gx, do_gy, do_gw, gw_cover,
     seg1, seg2, seg3, transpose, tsize, z0, z1, q,
 ):  # fmt: skip
     """Items ``z0:z1`` of the fully connected kernel: the output (``do_out``) and/or the gradients; ``GW`` is
@@ -1170,6 +1221,7 @@ def _uvw_pass(
     GYb = np.empty(GY.shape[1], dtype=dt)
     T = np.empty(tsize, dtype=dt)
     M = np.empty(tsize, dtype=dt)
+    U = np.empty(tsize, dtype=dt)
     numel = GW.shape[1]
     if do_gw and not w_batched:
         _zero(GW[q], numel)
@@ -1194,8 +1246,8 @@ def _uvw_pass(
         if do_gw and w_batched and not gw_cover:
             _zero(GWrow, numel)
         _uvw_item(
-            tab, ci, cj, ck, cv, W[z] if w_batched else W[0], Xb, Yb, Gb, Ob, GXb, GYb, GWrow,
-            do_out, do_gx, do_gy, do_gw, gw_set, T, M,
+            tab, ci, cj, ck, cv, xw, W[z] if w_batched else W[0], Xb, Yb, Gb, Ob, GXb, GYb, GWrow,
+            do_out, do_gx, do_gy, do_gw, gw_set, T, M, U,
         )  # fmt: skip
         if do_out:
             _store(Ob, O[z], seg3, transpose)
@@ -1236,11 +1288,25 @@ def _uvw_run(desc, plan, W, X, Y, G, outs, transpose):
 
     gw = outs.get("gw")
     return _parallel(
-        _uvw_pass, N, *plan.weight_form, Wn, w_batched, arr(X), arr(Y), arr(G), arr(outs.get("out")),
+        _uvw_pass, N, *plan.weight_form, plan.uvw_xw, Wn, w_batched, arr(X), arr(Y), arr(G), arr(outs.get("out")),
         arr(outs.get("gx")), arr(outs.get("gy")), arr(gw), "out" in outs, "gx" in outs, "gy" in outs, gw is not None,
-        plan.uvw_cover, plan.segs[1], plan.segs[2], plan.segs[3], transpose, plan.tsize,
+        plan.uvw_cover, plan.segs[1], plan.segs[2], plan.segs[3], transpose, plan.uvw_size,
         min_rows=plan.min_rows,
     )  # fmt: skip
+
+
+def _uvw_order(table):
+    """Per path of the fully connected kernel, whether to multiply the input by the weights first (``x-first``:
+    ``U = X W``, then the Clebsch-Gordan entries) instead of contracting the inputs first (``T = CG(x, y)``, then
+    ``T W``): the order with fewer multiply-adds, e.g. x-first for scalar inputs into vector outputs (one row of
+    ``X W`` instead of three rows of ``T W``). Returns the flags and the buffer size both orders need."""
+    a_mul, a_dim, c_mul, c_dim = table[:, _AMUL], table[:, _ADIM], table[:, _CMUL], table[:, _CDIM]
+    nnz = table[:, _N1] - table[:, _N0]
+    t_first = c_dim * a_mul * c_mul + nnz * a_mul
+    x_first = a_dim * a_mul * c_mul + nnz * c_mul
+    xw = ((x_first < t_first) & (table[:, _ASTR] == a_mul)).astype(np.int8)
+    size = int(max(1, (c_dim * np.maximum(a_mul, table[:, _BMUL])).max(), (a_dim * np.maximum(a_mul, c_mul)).max()))
+    return xw, size
 
 
 # ---------------------------------------------------------------------------------------------------------------------
