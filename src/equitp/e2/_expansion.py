@@ -28,14 +28,17 @@ from ._basis import BasisParams, PairBasis, pair_basis
 from ._fill import FillStructure, block_fill
 from ._folded import FoldedPlan, folded_expand, workspace
 from ._fused import FusedPlan, fused_available, fused_expand
+from ._gconv import _SMALL_MACS as _GCONV_SMALL_MACS
+from ._gconv import GConvPlan, gconv_expand, grid_orbits
 from ._gspace import FieldType
 
 __all__ = ["LayerBasis", "layer_basis", "EXPANSIONS", "EXECUTORS", "COST_MODEL"]
 
 EXPANSIONS = ("auto", "padded", "block")
-# Block-expansion executors: "fused" (the whole layer in one CPU kernel, :mod:`._fused`), or a block-fill kernel
-# followed by the Q products ("numba", "triton", "torch" -- the pure-torch reference); "auto" picks by device.
-EXECUTORS = ("auto", "fused", "numba", "triton", "torch")
+# Block-expansion executors: "gconv" (rows of the orbit representatives of the grid's symmetries + gather, CPU,
+# :mod:`._gconv`), "fused" (the whole layer in one CPU kernel, :mod:`._fused`), or a block-fill kernel followed by the
+# Q products ("numba", "triton", "torch" -- the pure-torch reference); "auto" picks by device and cost model.
+EXECUTORS = ("auto", "gconv", "fused", "numba", "triton", "torch")
 
 # Cost model constants (seconds per unit), fitted on the 2-core AMD EPYC of the benchmark (float32, CPU, torch 2.13,
 # one thread, CPU time: ``python -m equitp.bench._e2_suite --calibrate --threads 1 --cpu-time``, then rounded).
@@ -48,6 +51,9 @@ COST_MODEL = {
     "move": 5.0e-10,  # one filter element moved by a strided copy (transpose, scatter)
     "op": 2.0e-5,  # fixed cost of one launched op
     "fused_mac": 3.0e-10,  # one multiply-add of the fused CPU kernel (fill, Q_in, Q_out in cache; short vectors)
+    "gather": 7.0e-10,  # one filter entry gathered from / summed into the representative rows (gconv, numba)
+    "rows_mac": 7.0e-10,  # one multiply-add of the per-call rebuild of the representative rows (gconv)
+    "small_mac": 2.0e-10,  # one multiply-add of the GEMM loops of gconv's one-call path for small layers
 }
 
 
@@ -183,7 +189,9 @@ class LayerBasis:
         self._device: dict[tuple, _DeviceTensors] = {}
         self._fused_plans: dict[torch.dtype, FusedPlan] = {}  # CPU plans of the fused block kernel, per dtype
         self._filter_shape = (out_type.size, in_type.size, self.kernel_size, self.kernel_size)
-        self._auto_fused = self.block_executor("cpu") == "fused"
+        self._gconv_plans: dict[torch.dtype, GConvPlan] = {}  # CPU plans of the gconv block kernel, per dtype
+        self._auto_cpu: str | None = None  # block executor of "auto" on CPU, chosen on first use
+        self._auto_plans: dict[torch.dtype, tuple] = {}  # (plan, is gconv) of auto's CPU kernel, per dtype
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ descriptive
@@ -256,20 +264,28 @@ class LayerBasis:
         return dense / nnz
 
     def block_executor(self, device: torch.device | str = "cpu") -> str:
-        """The block executor ``executor="auto"`` runs on ``device``: ``"fused"`` on CPU for layers without folded
-        pairs (pairs whose dense ``Q_in`` is applied to the stored blocks, where torch's GEMMs beat the fused kernel's
-        short loops), else ``"folded"`` (the :mod:`._folded` GEMMs for folded pairs, the fill for the others)."""
-        if torch.device(device).type == "cpu" and _FUSED_AVAILABLE and not any(p.folded for p in self.pairs):
-            return "fused"
-        return "folded"
+        """The block executor ``executor="auto"`` runs on ``device``.
+
+        On CPU (numba installed) the one the cost model predicts fastest for forward + backward among ``"gconv"``
+        (representative rows + gather), ``"fused"`` (only for layers without folded pairs) and ``"folded"`` (the
+        :mod:`._folded` GEMMs for folded pairs, the fill for the others); elsewhere ``"folded"``.
+        """
+        if torch.device(device).type != "cpu" or not _FUSED_AVAILABLE:
+            return "folded"
+        if self._auto_cpu is None:
+            candidates = ["gconv", "folded"] + ([] if any(p.folded for p in self.pairs) else ["fused"])
+            self._auto_cpu = min(candidates, key=lambda e: self.predicted_seconds("block", executor=e))
+        return self._auto_cpu
 
     def stored_bytes(self, expansion: str, dtype: torch.dtype = torch.float32, executor: str = "auto") -> int:
         """Bytes of basis data one expansion keeps per dtype and device (values, indices, changes of basis).
 
         ``"padded"``: the dense bases ``(D, O, I, S)``. ``"block"``: what ``executor`` keeps (``"auto"``: the executor
         :meth:`block_executor` picks on CPU): ``"fused"``: the packed plan of :mod:`._fused` (distinct irreps-block
-        rows, element table, covered entries, distinct changes of basis); ``"folded"``: per pair either the folded
-        blocks (``sum_e d_out I S`` numbers) and ``Q_out``, or the CSR blocks and ``Q_out``/``Q_in``; a fill
+        rows, element table, covered entries, distinct changes of basis); ``"gconv"``: the same irreps blocks and
+        element table, ``Q_out`` at the representative rows, ``Q_in`` and the orbit tables (the representative rows
+        themselves are rebuilt at each call and live only until the backward); ``"folded"``: per pair either the
+        folded blocks (``sum_e d_out I S`` numbers) and ``Q_out``, or the CSR blocks and ``Q_out``/``Q_in``; a fill
         executor (``"torch"``: rows padded to the longest row; ``"triton"``/``"numba"``: CSR by rows and by
         elements) and ``Q_out``/``Q_in``. The float64 master copy of the blocks shared by all dtypes is not counted
         (nor the padded basis's).
@@ -279,6 +295,8 @@ class LayerBasis:
             executor = self.block_executor("cpu")
         if expansion == "block" and executor == "fused":
             return self._fused_plan(dtype).stored_bytes
+        if expansion == "block" and executor == "gconv":
+            return self._gconv_plan(dtype).stored_bytes
         total = 0
         seen = set()
         for p in self.pairs:
@@ -326,14 +344,44 @@ class LayerBasis:
                 raise ValueError(f"expansion must be 'padded' or 'block'; got {expansion!r}")
         return total
 
-    def predicted_seconds(self, expansion: str, backward: bool = True) -> float:
-        """Cost-model time of one expansion (forward, plus backward if ``backward``), see :data:`COST_MODEL`."""
+    def _gconv_counts(self) -> tuple[int, int, int]:
+        """gconv's work per pass: GEMM multiply-adds ``sum F D R I S``, filter entries ``sum F O I S`` and the
+        multiply-adds of the per-call rebuild of the representative rows."""
+        S = self.num_points
+        macs = entries = rows = 0
+        for p in self.pairs:
+            b = p.basis
+            R = len(grid_orbits(b)[0])
+            F = p.n_out * p.n_in
+            macs += F * b.dim * R * b.in_size * S
+            entries += F * b.out_size * b.in_size * S
+            per = int((b.out_dim * b.in_dim).sum())
+            if not b.in_repr.identity_change_of_basis:
+                per += int(b.in_dim.sum()) * b.in_size
+            rows += R * S * per
+        return macs, entries, rows
+
+    def predicted_seconds(self, expansion: str, backward: bool = True, executor: str = "auto") -> float:
+        """Cost-model time of one expansion (forward, plus backward if ``backward``), see :data:`COST_MODEL`.
+
+        ``executor`` (block expansion): ``"auto"`` (what ``executor="auto"`` runs on CPU), ``"gconv"``, ``"fused"``
+        or ``"folded"``.
+        """
         c = COST_MODEL
         S = self.num_points
         t = 0.0
         passes = 2.0 if backward else 1.0
-        if expansion == "block" and self.block_executor("cpu") == "fused":
-            # one kernel call per pass (fixed cost measured as ~5 small torch ops): fill + Q_in (covered entries, non-zeros of Q_in) + Q_out (non-zeros) per pair
+        if expansion == "block" and executor == "auto":
+            executor = self.block_executor("cpu")
+        if expansion == "block" and executor == "gconv":
+            macs, entries, rows = self._gconv_counts()
+            if macs < _GCONV_SMALL_MACS:  # one autograd node and one kernel call per pass (~2.5 small ops)
+                return passes * (c["small_mac"] * macs + c["gather"] * entries + 2.5 * c["op"]) + c["rows_mac"] * rows
+            ops = 3 + len(self.pairs)  # autograd node, rows / gather kernels, one GEMM per pair
+            return passes * (c["gemm_mac"] * macs + c["gather"] * entries + ops * c["op"]) + c["rows_mac"] * rows
+        if expansion == "block" and executor == "fused":
+            # one kernel call per pass (fixed cost measured as ~5 small torch ops): fill + Q_in (covered entries,
+            # non-zeros of Q_in) + Q_out (non-zeros) per pair
             for p in self.pairs:
                 b = p.basis
                 F = p.n_out * p.n_in
@@ -345,6 +393,8 @@ class LayerBasis:
                     work += b.out_size * b.in_size * S * _nonzeros_per_row(b.out_repr)
                 t += passes * (c["fused_mac"] * F * work + c["move"] * elems)
             return t + passes * 5 * c["op"]  # autograd node, allocation, kernel call: ~5 small ops
+        if expansion == "block" and executor not in ("folded", "auto"):
+            raise ValueError(f"executor must be 'auto', 'gconv', 'fused' or 'folded'; got {executor!r}")
         for p in self.pairs:
             b = p.basis
             F = p.n_out * p.n_in
@@ -435,6 +485,15 @@ class LayerBasis:
             ]
         return t.folded
 
+    def _gconv_plan(self, dtype: torch.dtype) -> GConvPlan:
+        plan = self._gconv_plans.get(dtype)
+        if plan is None:
+            with self._lock:
+                plan = self._gconv_plans.get(dtype)
+                if plan is None:
+                    plan = self._gconv_plans[dtype] = GConvPlan(self, dtype)
+        return plan
+
     def _fused_plan(self, dtype: torch.dtype) -> FusedPlan:
         plan = self._fused_plans.get(dtype)
         if plan is None:
@@ -515,29 +574,45 @@ class LayerBasis:
         Only the irreps blocks are stored; they are filled with the weights, then ``Q_out`` and ``Q_in`` are applied.
         Executors:
 
+        * ``"gconv"`` (CPU, float32/float64): per representation pair only the filter rows of the orbit
+          representatives of the grid's symmetries (quarter turns, reflections) are computed, by one GEMM with rows
+          rebuilt from the irreps blocks at each call; the other rows are gathered from them (:mod:`._gconv`).
         * ``"fused"`` (CPU, float32/float64): the whole layer in one numba kernel call
           (:mod:`._fused`): per field pair fill, ``Q_in`` and ``Q_out`` in a cache-resident buffer, written straight
           into the filter; its backward is the transposed kernel.
         * ``"numba"``, ``"triton"``, ``"torch"``: per representation pair the sparse block fill of :mod:`._fill`
           (``"torch"``: the pure-torch reference, gather + batched matmul) followed by two small GEMMs for
           ``Q_out`` / ``Q_in`` (skipped for identity changes of basis).
-        * ``"auto"``: ``"fused"`` on CPU for layers without folded pairs (:meth:`block_executor`); otherwise (and on
-          CUDA) pairs with a dense ``Q_in`` whose folded blocks stay small apply ``Q_in`` to the ``D`` stored blocks
-          (:mod:`._folded`: torch GEMMs), the others take the fill (Triton on CUDA when installed).
+        * ``"auto"``: on CPU the executor the cost model predicts fastest (:meth:`block_executor`): ``"gconv"``,
+          ``"fused"`` or the following; otherwise (and on CUDA) pairs with a dense ``Q_in`` whose folded blocks stay
+          small apply ``Q_in`` to the ``D`` stored blocks (:mod:`._folded`: torch GEMMs), the others take the fill
+          (Triton on CUDA when installed).
 
         Args:
             weights: ``(dim,)``.
             executor: one of :data:`EXECUTORS`.
         """
         if executor == "auto" and type(weights) is torch.Tensor and weights.device.type == "cpu":
-            plan = self._fused_plans.get(weights.dtype) if self._auto_fused else None  # fast path: plan built
-            if plan is not None and weights.dim() == 1 and weights.shape[0] == self.dim:
-                return fused_expand(plan, weights).view(self._filter_shape)
+            fast = self._auto_plans.get(weights.dtype)  # fast path: the plan of auto's CPU kernel is built
+            if fast is not None and weights.dim() == 1 and weights.shape[0] == self.dim:
+                if fast[1]:
+                    return gconv_expand(fast[0], weights)
+                return fused_expand(fast[0], weights).view(self._filter_shape)
         self._check_weights(weights)
         if executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {EXECUTORS}; got {executor!r}")
-        if executor == "auto" and self._auto_fused and self._fused_ok(weights):
-            executor = "fused"
+        if executor == "auto" and self._fused_ok(weights):
+            chosen = self.block_executor("cpu")
+            if chosen in ("fused", "gconv"):
+                plan = self._gconv_plan(weights.dtype) if chosen == "gconv" else self._fused_plan(weights.dtype)
+                self._auto_plans[weights.dtype] = (plan, chosen == "gconv")
+                executor = chosen
+        if executor == "gconv":
+            if weights.device.type != "cpu" or weights.dtype not in (torch.float32, torch.float64):
+                raise ValueError(
+                    f"the gconv executor needs float32/float64 CPU weights; got {weights.dtype} on {weights.device}"
+                )
+            return gconv_expand(self._gconv_plan(weights.dtype), weights)
         if executor == "fused":
             if weights.device.type != "cpu" or weights.dtype not in (torch.float32, torch.float64):
                 raise ValueError(
