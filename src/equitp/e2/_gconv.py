@@ -219,12 +219,13 @@ def _build_kernels() -> dict[str, Any]:
             p += 1
         return p, t - task_off[p]
 
-    # Orbit tables of a pair (int32, from meta[p, 13]): rep_of (O), elem_of (O), in_src (O, I), sigma (nH, S), the
-    # rows grouped by representative (O) and their offsets (R + 1).
+    # Orbit tables of a pair (int32, from meta[p, 13]): rep_of (O), elem_of (O), in_src (O, I), sigma (nH, S).
     @numba.njit(cache=True, inline="always")
-    def _tables(meta, tab, flt, S, p, idx, inv, sgn):
-        # per output row o and filter entry j = i * S + s of a field pair: idx[o, j] the entry of the pair's psi
-        # block (r, b, s') it reads, inv[o, b * S + s'] = j (the inverse within the row's representative), sgn[o, j]
+    def _tables(meta, tab, flt, S, p, idx, sgn, runs, run_ptr):
+        # Per output row o and filter entry j = i * S + s of a field pair: idx[o * IS + j] the entry (r, b, s') of the
+        # pair's psi block it reads and sgn its sign. For unsigned pairs the row is also cut into runs of
+        # consecutive entries read forwards or backwards (runs[q] = first j, first source, length, direction):
+        # quarter turns and reflections keep grid rows or columns together. run_ptr[o] < 0: read entry by entry.
         O = meta[p, 2]
         I = meta[p, 3]
         IS = I * S
@@ -238,98 +239,128 @@ def _build_kernels() -> dict[str, Any]:
                 b = tab[tb + 2 * O + o * I + i]
                 v = 1.0 if sg < 0 else flt[sg + o * I + i]
                 for s in range(S):
-                    k = b * S + tab[t_sig + h * S + s]
-                    idx[o * IS + i * S + s] = r0 + k
-                    inv[o * IS + k] = i * S + s
+                    idx[o * IS + i * S + s] = r0 + b * S + tab[t_sig + h * S + s]
                     sgn[o * IS + i * S + s] = v
+        q = 0
+        for o in range(O):
+            q0 = q
+            j = 0
+            while j < IS:
+                start = idx[o * IS + j]
+                d = 1
+                if j + 1 < IS and idx[o * IS + j + 1] == start - 1:
+                    d = -1
+                n = 1
+                while j + n < IS and idx[o * IS + j + n] == start + d * n:
+                    n += 1
+                runs[q, 0] = j
+                runs[q, 1] = start
+                runs[q, 2] = n
+                runs[q, 3] = d
+                q += 1
+                j += n
+            if sg >= 0 or 16 * (q - q0) > IS:  # signs, or runs shorter than 16 on average: entry by entry
+                q = q0
+                run_ptr[o] = -1
+            else:
+                run_ptr[o] = q0
+            run_ptr[O + 1 + o] = q  # end of the row's runs
+        return run_ptr
+
+    @numba.njit(cache=True, inline="always")
+    def _scratch(meta, S, dtype_like):
+        n = 0
+        rows = 0
+        for p in range(meta.shape[0]):
+            n = max(n, meta[p, 2] * meta[p, 3] * S)
+            rows = max(rows, meta[p, 2])
+        return (np.empty(n, dtype=np.int32), np.empty(n, dtype=dtype_like.dtype), np.empty((n, 4), dtype=np.int32),
+                np.empty(2 * rows + 2, dtype=np.int32))
 
     def gather_body(meta, task_off, fstart, tab, flt, c_in, S, psi, out, t0, t1):
         # out[(oc + o), (ic + i), s] = sign * psi[f, rep_of[o], in_src[o, i], sigma[elem_of[o], s]]
-        n = 0
-        for p in range(meta.shape[0]):
-            n = max(n, meta[p, 2] * meta[p, 3] * S)
-        idx = np.empty(n, dtype=np.int32)
-        inv = np.empty(n, dtype=np.int32)
-        sgn = np.empty(n, dtype=out.dtype)
+        idx, sgn, runs, run_ptr = _scratch(meta, S, out)
         p = 0
         q = -1
         for t in range(t0, t1):
             p, fo = _task(meta, task_off, t, p)
+            O = meta[p, 2]
             if p != q:
-                _tables(meta, tab, flt, S, p, idx, inv, sgn)
+                _tables(meta, tab, flt, S, p, idx, sgn, runs, run_ptr)
                 q = p
             n_in = meta[p, 1]
-            O = meta[p, 2]
             IS = meta[p, 3] * S
             RIS = meta[p, 5] * IS
-            signed = meta[p, 15] >= 0
             oc = fstart[meta[p, 7] + fo]
             for o in range(O):
                 ix = idx[o * IS:(o + 1) * IS]
                 sv = sgn[o * IS:(o + 1) * IS]
+                q0 = run_ptr[o]
+                q1 = run_ptr[O + 1 + o]
                 for fi in range(n_in):
                     b0 = meta[p, 11] + (fo * n_in + fi) * RIS
                     seg = psi[b0:b0 + RIS]
                     d0 = ((oc + o) * c_in + fstart[meta[p, 8] + fi]) * S
                     dst = out[d0:d0 + IS]
-                    if signed:
+                    if q0 < 0:
                         for j in range(IS):
                             dst[j] = sv[j] * seg[ix[j]]
-                    else:
-                        for j in range(IS):
-                            dst[j] = seg[ix[j]]
+                        continue
+                    for k in range(q0, q1):
+                        n = runs[k, 2]
+                        dr = dst[runs[k, 0]:runs[k, 0] + n]
+                        if runs[k, 3] > 0:
+                            sr = seg[runs[k, 1]:runs[k, 1] + n]
+                            for m in range(n):
+                                dr[m] = sr[m]
+                        else:
+                            sr = seg[runs[k, 1] - n + 1:runs[k, 1] + 1]
+                            for m in range(n):
+                                dr[m] = sr[n - 1 - m]
 
     def scatter_body(meta, task_off, fstart, tab, flt, c_in, S, g, gpsi, t0, t1):
-        # transpose of the gather: gpsi[f, r, k] = sum over the rows o of the orbit of r of
-        # sign * g[(oc + o), (ic + .), inv[o, k]]
-        n = 0
-        for p in range(meta.shape[0]):
-            n = max(n, meta[p, 2] * meta[p, 3] * S)
-        idx = np.empty(n, dtype=np.int32)
-        inv = np.empty(n, dtype=np.int32)
-        sgn = np.empty(n, dtype=g.dtype)
+        # transpose of the gather: gpsi[f, rep_of[o], in_src[o, i], sigma[elem_of[o], s]] += sign * g[(oc + o),
+        # (ic + i), s]
+        idx, sgn, runs, run_ptr = _scratch(meta, S, g)
         p = 0
         q = -1
         for t in range(t0, t1):
             p, fo = _task(meta, task_off, t, p)
+            O = meta[p, 2]
             if p != q:
-                _tables(meta, tab, flt, S, p, idx, inv, sgn)
+                _tables(meta, tab, flt, S, p, idx, sgn, runs, run_ptr)
                 q = p
             n_in = meta[p, 1]
-            O = meta[p, 2]
-            I = meta[p, 3]
-            R = meta[p, 5]
-            IS = I * S
-            RIS = R * IS
-            tb = meta[p, 13]
-            t_orb = tb + 2 * O + O * I + meta[p, 18] * S
-            t_ptr = t_orb + O
-            signed = meta[p, 15] >= 0
+            IS = meta[p, 3] * S
+            RIS = meta[p, 5] * IS
             oc = fstart[meta[p, 7] + fo]
-            for fi in range(n_in):
-                b0 = meta[p, 11] + (fo * n_in + fi) * RIS
-                ic = fstart[meta[p, 8] + fi]
-                for r in range(R):
-                    dst = gpsi[b0 + r * IS:b0 + (r + 1) * IS]
-                    for m in range(tab[t_ptr + r], tab[t_ptr + r + 1]):
-                        o = tab[t_orb + m]
-                        g0 = ((oc + o) * c_in + ic) * S
-                        src = g[g0:g0 + IS]
-                        iv = inv[o * IS:(o + 1) * IS]
-                        if signed:
-                            sv = sgn[o * IS:(o + 1) * IS]
-                            if m == tab[t_ptr + r]:
-                                for k in range(IS):
-                                    dst[k] = sv[iv[k]] * src[iv[k]]
-                            else:
-                                for k in range(IS):
-                                    dst[k] += sv[iv[k]] * src[iv[k]]
-                        elif m == tab[t_ptr + r]:
-                            for k in range(IS):
-                                dst[k] = src[iv[k]]
+            base = meta[p, 11] + fo * n_in * RIS
+            for j in range(n_in * RIS):
+                gpsi[base + j] = 0.0
+            for o in range(O):
+                ix = idx[o * IS:(o + 1) * IS]
+                sv = sgn[o * IS:(o + 1) * IS]
+                q0 = run_ptr[o]
+                q1 = run_ptr[O + 1 + o]
+                for fi in range(n_in):
+                    seg = gpsi[base + fi * RIS:base + (fi + 1) * RIS]
+                    d0 = ((oc + o) * c_in + fstart[meta[p, 8] + fi]) * S
+                    src = g[d0:d0 + IS]
+                    if q0 < 0:
+                        for j in range(IS):
+                            seg[ix[j]] += sv[j] * src[j]
+                        continue
+                    for k in range(q0, q1):
+                        n = runs[k, 2]
+                        sr = src[runs[k, 0]:runs[k, 0] + n]
+                        if runs[k, 3] > 0:
+                            dr = seg[runs[k, 1]:runs[k, 1] + n]
+                            for m in range(n):
+                                dr[m] += sr[m]
                         else:
-                            for k in range(IS):
-                                dst[k] += src[iv[k]]
+                            dr = seg[runs[k, 1] - n + 1:runs[k, 1] + 1]
+                            for m in range(n):
+                                dr[n - 1 - m] += sr[m]
 
     gather_in = numba.njit(cache=True, inline="always", fastmath=True)(gather_body)
     scatter_in = numba.njit(cache=True, inline="always", fastmath=True)(scatter_body)
@@ -429,9 +460,8 @@ class GConvPlan:
             tables, ``F``, offsets of its signs (-1: all +1), of ``Q_out[reps, :]`` and of ``Q_in`` (-1: identity),
             ``|H|``), the task offsets (one task per output field) and the field start channels.
         i32: the element table ``(sum D, 5)`` (row, column, ``d_out``, ``d_in``, first value row) and per pair the
-            orbit tables (``rep_of`` ``(O,)``, ``elem_of`` ``(O,)``, ``in_src`` ``(O, I)``, ``sigma`` ``(|H|, S)``, the
-            rows grouped by representative ``(O,)`` and their offsets ``(R + 1,)``); the kernels expand them into
-            per-entry index tables of ``O I S`` entries at each call.
+            orbit tables (``rep_of`` ``(O,)``, ``elem_of`` ``(O,)``, ``in_src`` ``(O, I)``, ``sigma`` ``(|H|, S)``);
+            the kernels expand them into per-entry index tables and runs of ``O I S`` entries at each call.
         flt: the distinct irreps-block rows ``(rows, S)``, then per pair the signs (if any), ``Q_out[reps, :]`` and
             ``Q_in``.
         stored_bytes: bytes of the three arrays.
@@ -482,9 +512,7 @@ class GConvPlan:
                 elem.append((int(b.out_offset[e]), int(b.in_offset[e]), do, di, r))
             tb = len(tab)
             nH = len(sigma)
-            orbit_rows = np.argsort(rep_of, kind="stable")
-            orbit_ptr = np.concatenate([[0], np.cumsum(np.bincount(rep_of, minlength=R))])
-            for part in (rep_of, elem_of, in_src, sigma, orbit_rows, orbit_ptr):
+            for part in (rep_of, elem_of, in_src, sigma):
                 tab += np.asarray(part).reshape(-1).tolist()
             F = p.n_out * p.n_in
             flt_parts = []
@@ -546,6 +574,7 @@ class GConvPlan:
         self.dtype = dtype
         self.shape = (layer.out_type.size, layer.in_type.size, layer.kernel_size, layer.kernel_size)
         self._entry: dict[str, Any] = {}
+        self._small_entries: tuple | None = None
 
     def _kernel(self, name: str):
         """The compiled kernel's entry point for this plan's argument types (skips numba's dispatch)."""
@@ -566,6 +595,12 @@ class GConvPlan:
             entry = self._entry[name] = entry.entry_point
         return entry
 
+    def _small(self) -> tuple:
+        """Entry points of the one-call kernels (forward, transpose)."""
+        if self._small_entries is None:
+            self._small_entries = (self._kernel("small_forward"), self._kernel("small_transpose"))
+        return self._small_entries
+
     def _chunks(self) -> tuple[str, int]:
         import numba
 
@@ -585,8 +620,7 @@ class GConvPlan:
         """``(dim,)`` weights -> (filter ``(C_out, C_in, k, k)``, the rebuilt rows or ``None`` for small layers)."""
         w = w.detach()
         if self.small:
-            out = self._kernel("small_forward")(self.i64, self.i32, self.flt, w.contiguous().numpy())
-            return torch.from_numpy(out), None
+            return torch.from_numpy(self._small()[0](self.i64, self.i32, self.flt, w.contiguous().numpy())), None
         out = torch.empty(self.shape, dtype=self.dtype) if self.full else torch.zeros(self.shape, dtype=self.dtype)
         brow = self.rows()
         psi = workspace("gconv-psi", self.n_psi, w)
@@ -601,7 +635,7 @@ class GConvPlan:
         """``(C_out, C_in, k, k)`` filter gradient -> ``(dim,)`` weight gradient (``brow``: rows from the forward)."""
         g = g.detach().reshape(self.shape).contiguous()
         if self.small:
-            return torch.from_numpy(self._kernel("small_transpose")(self.i64, self.i32, self.flt, g.numpy()))
+            return torch.from_numpy(self._small()[1](self.i64, self.i32, self.flt, g.numpy()))
         if brow is None:
             brow = self.rows()
         gpsi = workspace("gconv-gpsi", self.n_psi, g)
@@ -617,8 +651,11 @@ class GConvPlan:
 class _GConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, w: torch.Tensor, plan: GConvPlan) -> torch.Tensor:
-        out, ctx.brow = plan.forward(w)
         ctx.plan = plan
+        if plan.small:  # lean path: one kernel call, no other torch op
+            ctx.brow = None
+            return torch.from_numpy(plan._small()[0](plan.i64, plan.i32, plan.flt, w.numpy(force=True)))
+        out, ctx.brow = plan.forward(w)
         return out
 
     @staticmethod
@@ -627,7 +664,10 @@ class _GConv(torch.autograd.Function):
             return None, None
         if torch.is_grad_enabled():  # create_graph: the transpose must be differentiable again
             return _GConvTransposed.apply(g, ctx.plan), None
-        return ctx.plan.transpose(g, ctx.brow), None
+        plan = ctx.plan
+        if plan.small and g.is_contiguous() and g.shape == plan.shape:
+            return torch.from_numpy(plan._small()[1](plan.i64, plan.i32, plan.flt, g.numpy())), None
+        return plan.transpose(g, ctx.brow), None
 
 
 class _GConvTransposed(torch.autograd.Function):
@@ -650,6 +690,8 @@ def gconv_expand(plan: GConvPlan, w: torch.Tensor) -> torch.Tensor:
     autograd (backward = the transposed kernel, differentiable again)."""
     if w.dtype != plan.dtype or w.device.type != "cpu":
         raise ValueError(f"the gconv block kernel needs {plan.dtype} CPU weights; got {w.dtype} on {w.device}")
+    if not w.is_contiguous():
+        w = w.contiguous()
     if w.requires_grad and torch.is_grad_enabled():
         return _GConv.apply(w, plan)
     return plan.forward(w)[0]
