@@ -421,12 +421,19 @@ def calibrate_cost_model(device: str = "cpu", dtype=torch.float32, repeats: int 
     struct, qo, qi = lb._block_tensors(dtype, dev)[0]
     K = torch.randn(O, I * S * F, device=dev, dtype=dtype)
     small = torch.randn(4, device=dev, dtype=dtype)
+    gc_plan = lb._gconv_plan(dtype)  # gconv: per-call rows and the gather (CPU only)
+    psi = torch.randn(gc_plan.n_psi, dtype=dtype)
+    filt = torch.empty(gc_plan.shape, dtype=dtype)
+    gather = gc_plan._kernel("gather_ser")
+    gc_macs, gc_entries, gc_rows = lb._gconv_counts()
     st = _time_alternating({
         "gemm": lambda: torch.mm(W, B),
         "fill": lambda: block_fill(struct, W),
         "q": lambda: torch.mm(qo, K),
         "move": lambda: K.view(O, I, p.n_out, p.n_in, S).permute(2, 0, 3, 1, 4).contiguous(),
         "op": lambda: small + 1,
+        "gather": lambda: gather(gc_plan.i64, gc_plan.i32, gc_plan.flt, psi.numpy(), filt.view(-1).numpy(), 1),
+        "rows": gc_plan.rows,
     }, dev, repeats)
     elems = F * O * I * S
     return {
@@ -435,6 +442,8 @@ def calibrate_cost_model(device: str = "cpu", dtype=torch.float32, repeats: int 
         "q_mac": st["q"]["median_ms"] * 1e-3 / (elems * O),
         "move": st["move"]["median_ms"] * 1e-3 / elems,
         "op": st["op"]["median_ms"] * 1e-3,
+        "gather": st["gather"]["median_ms"] * 1e-3 / gc_entries,
+        "rows_mac": st["rows"]["median_ms"] * 1e-3 / gc_rows,
     }
 
 

@@ -51,8 +51,8 @@ COST_MODEL = {
     "move": 5.0e-10,  # one filter element moved by a strided copy (transpose, scatter)
     "op": 2.0e-5,  # fixed cost of one launched op
     "fused_mac": 3.0e-10,  # one multiply-add of the fused CPU kernel (fill, Q_in, Q_out in cache; short vectors)
-    "gather": 7.0e-10,  # one filter entry gathered from / summed into the representative rows (gconv, numba)
-    "rows_mac": 7.0e-10,  # one multiply-add of the per-call rebuild of the representative rows (gconv)
+    "gather": 1.2e-9,  # one filter entry gathered from / summed into the representative rows (gconv, numba)
+    "rows_mac": 1.5e-9,  # one multiply-add of the per-call rebuild of the representative rows (gconv)
     "small_mac": 2.0e-10,  # one multiply-add of the GEMM loops of gconv's one-call path for small layers
 }
 
