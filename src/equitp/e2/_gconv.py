@@ -221,11 +221,9 @@ def _build_kernels() -> dict[str, Any]:
 
     # Orbit tables of a pair (int32, from meta[p, 13]): rep_of (O), elem_of (O), in_src (O, I), sigma (nH, S).
     @numba.njit(cache=True, inline="always")
-    def _tables(meta, tab, flt, S, p, idx, sgn, runs, run_ptr):
-        # Per output row o and filter entry j = i * S + s of a field pair: idx[o * IS + j] the entry (r, b, s') of the
-        # pair's psi block it reads and sgn its sign. For unsigned pairs the row is also cut into runs of
-        # consecutive entries read forwards or backwards (runs[q] = first j, first source, length, direction):
-        # quarter turns and reflections keep grid rows or columns together. run_ptr[o] < 0: read entry by entry.
+    def _tables(meta, tab, flt, S, p, idx, sgn):
+        # per output row o and filter entry j = i * S + s of a field pair: idx[o * IS + j] the entry (r, b, s') of
+        # the pair's psi block it reads, sgn its sign
         O = meta[p, 2]
         I = meta[p, 3]
         IS = I * S
@@ -241,126 +239,80 @@ def _build_kernels() -> dict[str, Any]:
                 for s in range(S):
                     idx[o * IS + i * S + s] = r0 + b * S + tab[t_sig + h * S + s]
                     sgn[o * IS + i * S + s] = v
-        q = 0
-        for o in range(O):
-            q0 = q
-            j = 0
-            while j < IS:
-                start = idx[o * IS + j]
-                d = 1
-                if j + 1 < IS and idx[o * IS + j + 1] == start - 1:
-                    d = -1
-                n = 1
-                while j + n < IS and idx[o * IS + j + n] == start + d * n:
-                    n += 1
-                runs[q, 0] = j
-                runs[q, 1] = start
-                runs[q, 2] = n
-                runs[q, 3] = d
-                q += 1
-                j += n
-            if sg >= 0 or 16 * (q - q0) > IS:  # signs, or runs shorter than 16 on average: entry by entry
-                q = q0
-                run_ptr[o] = -1
-            else:
-                run_ptr[o] = q0
-            run_ptr[O + 1 + o] = q  # end of the row's runs
-        return run_ptr
 
     @numba.njit(cache=True, inline="always")
-    def _scratch(meta, S, dtype_like):
+    def _scratch(meta, S, like):
         n = 0
-        rows = 0
         for p in range(meta.shape[0]):
             n = max(n, meta[p, 2] * meta[p, 3] * S)
-            rows = max(rows, meta[p, 2])
-        return (np.empty(n, dtype=np.int32), np.empty(n, dtype=dtype_like.dtype), np.empty((n, 4), dtype=np.int32),
-                np.empty(2 * rows + 2, dtype=np.int32))
+        return np.empty(n, dtype=np.int32), np.empty(n, dtype=like.dtype)
 
     def gather_body(meta, task_off, fstart, tab, flt, c_in, S, psi, out, t0, t1):
         # out[(oc + o), (ic + i), s] = sign * psi[f, rep_of[o], in_src[o, i], sigma[elem_of[o], s]]
-        idx, sgn, runs, run_ptr = _scratch(meta, S, out)
+        idx, sgn = _scratch(meta, S, out)
         p = 0
         q = -1
         for t in range(t0, t1):
             p, fo = _task(meta, task_off, t, p)
             O = meta[p, 2]
             if p != q:
-                _tables(meta, tab, flt, S, p, idx, sgn, runs, run_ptr)
+                _tables(meta, tab, flt, S, p, idx, sgn)
                 q = p
             n_in = meta[p, 1]
             IS = meta[p, 3] * S
             RIS = meta[p, 5] * IS
             oc = fstart[meta[p, 7] + fo]
-            for o in range(O):
-                ix = idx[o * IS:(o + 1) * IS]
-                sv = sgn[o * IS:(o + 1) * IS]
-                q0 = run_ptr[o]
-                q1 = run_ptr[O + 1 + o]
-                for fi in range(n_in):
-                    b0 = meta[p, 11] + (fo * n_in + fi) * RIS
-                    seg = psi[b0:b0 + RIS]
-                    d0 = ((oc + o) * c_in + fstart[meta[p, 8] + fi]) * S
+            signed = meta[p, 15] >= 0
+            for fi in range(n_in):  # one psi block (in L1) feeds the O rows
+                b0 = meta[p, 11] + (fo * n_in + fi) * RIS
+                seg = psi[b0:b0 + RIS]
+                ic = fstart[meta[p, 8] + fi]
+                for o in range(O):
+                    d0 = ((oc + o) * c_in + ic) * S
                     dst = out[d0:d0 + IS]
-                    if q0 < 0:
+                    ix = idx[o * IS:(o + 1) * IS]
+                    if signed:
+                        sv = sgn[o * IS:(o + 1) * IS]
                         for j in range(IS):
                             dst[j] = sv[j] * seg[ix[j]]
-                        continue
-                    for k in range(q0, q1):
-                        n = runs[k, 2]
-                        dr = dst[runs[k, 0]:runs[k, 0] + n]
-                        if runs[k, 3] > 0:
-                            sr = seg[runs[k, 1]:runs[k, 1] + n]
-                            for m in range(n):
-                                dr[m] = sr[m]
-                        else:
-                            sr = seg[runs[k, 1] - n + 1:runs[k, 1] + 1]
-                            for m in range(n):
-                                dr[m] = sr[n - 1 - m]
+                    else:
+                        for j in range(IS):
+                            dst[j] = seg[ix[j]]
 
     def scatter_body(meta, task_off, fstart, tab, flt, c_in, S, g, gpsi, t0, t1):
         # transpose of the gather: gpsi[f, rep_of[o], in_src[o, i], sigma[elem_of[o], s]] += sign * g[(oc + o),
         # (ic + i), s]
-        idx, sgn, runs, run_ptr = _scratch(meta, S, g)
+        idx, sgn = _scratch(meta, S, g)
         p = 0
         q = -1
         for t in range(t0, t1):
             p, fo = _task(meta, task_off, t, p)
             O = meta[p, 2]
             if p != q:
-                _tables(meta, tab, flt, S, p, idx, sgn, runs, run_ptr)
+                _tables(meta, tab, flt, S, p, idx, sgn)
                 q = p
             n_in = meta[p, 1]
             IS = meta[p, 3] * S
             RIS = meta[p, 5] * IS
             oc = fstart[meta[p, 7] + fo]
             base = meta[p, 11] + fo * n_in * RIS
-            for j in range(n_in * RIS):
-                gpsi[base + j] = 0.0
-            for o in range(O):
-                ix = idx[o * IS:(o + 1) * IS]
-                sv = sgn[o * IS:(o + 1) * IS]
-                q0 = run_ptr[o]
-                q1 = run_ptr[O + 1 + o]
-                for fi in range(n_in):
-                    seg = gpsi[base + fi * RIS:base + (fi + 1) * RIS]
-                    d0 = ((oc + o) * c_in + fstart[meta[p, 8] + fi]) * S
+            signed = meta[p, 15] >= 0
+            for fi in range(n_in):  # one psi block (in L1) collects the O rows
+                seg = gpsi[base + fi * RIS:base + (fi + 1) * RIS]
+                for j in range(RIS):
+                    seg[j] = 0.0
+                ic = fstart[meta[p, 8] + fi]
+                for o in range(O):
+                    d0 = ((oc + o) * c_in + ic) * S
                     src = g[d0:d0 + IS]
-                    if q0 < 0:
+                    ix = idx[o * IS:(o + 1) * IS]
+                    if signed:
+                        sv = sgn[o * IS:(o + 1) * IS]
                         for j in range(IS):
                             seg[ix[j]] += sv[j] * src[j]
-                        continue
-                    for k in range(q0, q1):
-                        n = runs[k, 2]
-                        sr = src[runs[k, 0]:runs[k, 0] + n]
-                        if runs[k, 3] > 0:
-                            dr = seg[runs[k, 1]:runs[k, 1] + n]
-                            for m in range(n):
-                                dr[m] += sr[m]
-                        else:
-                            dr = seg[runs[k, 1] - n + 1:runs[k, 1] + 1]
-                            for m in range(n):
-                                dr[n - 1 - m] += sr[m]
+                    else:
+                        for j in range(IS):
+                            seg[ix[j]] += src[j]
 
     gather_in = numba.njit(cache=True, inline="always", fastmath=True)(gather_body)
     scatter_in = numba.njit(cache=True, inline="always", fastmath=True)(scatter_body)
@@ -461,7 +413,7 @@ class GConvPlan:
             ``|H|``), the task offsets (one task per output field) and the field start channels.
         i32: the element table ``(sum D, 5)`` (row, column, ``d_out``, ``d_in``, first value row) and per pair the
             orbit tables (``rep_of`` ``(O,)``, ``elem_of`` ``(O,)``, ``in_src`` ``(O, I)``, ``sigma`` ``(|H|, S)``);
-            the kernels expand them into per-entry index tables and runs of ``O I S`` entries at each call.
+            the kernels expand them into per-entry index tables of ``O I S`` entries at each call.
         flt: the distinct irreps-block rows ``(rows, S)``, then per pair the signs (if any), ``Q_out[reps, :]`` and
             ``Q_in``.
         stored_bytes: bytes of the three arrays.
