@@ -573,7 +573,10 @@ class GConvPlan:
         w = w.detach()
         if self.small:
             return torch.from_numpy(self._small()[0](self.i64, self.i32, self.flt, w.contiguous().numpy())), None
-        out = torch.empty(self.shape, dtype=self.dtype) if self.full else torch.zeros(self.shape, dtype=self.dtype)
+        # numpy's allocator backs large arrays with transparent huge pages where the kernel offers them (madvise):
+        # the filter is written by the gather without one page fault per 4 KB
+        npd = self.flt.dtype
+        out = torch.from_numpy(np.empty(self.shape, dtype=npd) if self.full else np.zeros(self.shape, dtype=npd))
         brow = self.rows()
         psi = workspace("gconv-psi", self.n_psi, w)
         for w0, F, D, RIS, b0, p0 in self.pairs:
