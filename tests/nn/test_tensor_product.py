@@ -384,6 +384,28 @@ def test_fully_connected_kernel_chosen_and_matches_reference(monkeypatch, dtype,
         _check_close(single, grads_ref[i], dtype, f"single grad {name}")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shared", [False, True])
+def test_fully_connected_kernel_wide_rows_match_reference(dtype, shared):
+    """Rows of one SIMD vector or more (the register-blocked micro-kernels): multiplicities just over one and two
+    vectors (the last vector overlaps and is masked) and outputs with 5 and 7 components (row groups of three and one),
+    forward and every gradient against the reference executor."""
+    torch.manual_seed(4)
+    i1, i2, io = "11x1o+9x2e+20x0e+5x3o", "0e+1o+2e", "13x2e+17x1o+9x3o+37x0e+4x1e"
+    kw = dict(shared_weights=shared, internal_weights=False)
+    tp = equitp.FullyConnectedTensorProduct(i1, i2, io, backend="cpu", **kw).to(dtype)
+    ref = equitp.FullyConnectedTensorProduct(i1, i2, io, backend="reference", **kw).to(dtype)
+    n = 9
+    x = torch.randn(n, tp.irreps_in1.dim, dtype=dtype, requires_grad=True)
+    y = torch.randn(n, tp.irreps_in2.dim, dtype=dtype, requires_grad=True)
+    w = torch.randn(*(() if shared else (n,)), tp.weight_numel, dtype=dtype, requires_grad=True)
+    g = torch.randn(n, tp.irreps_out.dim, dtype=dtype)
+    out, out_ref = tp(x, y, w), ref(x, y, w)
+    _check_close(out, out_ref, dtype, "output")
+    for name, a, b in zip(("x", "y", "weight"), torch.autograd.grad(out, (x, y, w), g), torch.autograd.grad(out_ref, (x, y, w), g)):
+        _check_close(a, b, dtype, f"grad {name}")
+
+
 @pytest.mark.parametrize("flat_max", [0, 10**9])
 @pytest.mark.parametrize("mode", ["uvw", "uvu", "uuw", "uvuv"])
 def test_item_blocked_flat_and_path_kernels_match_reference(monkeypatch, flat_max, mode):

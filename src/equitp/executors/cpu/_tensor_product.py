@@ -20,6 +20,8 @@ import numba
 import numpy as np
 import torch
 
+from ._simd import vadd, vfma, vload, vmul, vstore, vsum, vwidth, vzero
+
 __all__ = ["tensor_product_cpu"]
 
 _FORM, _HASW, _WOFF, _WA, _WB, _WC = 0, 1, 2, 3, 4, 5
@@ -1000,9 +1002,106 @@ def _use_blocked(desc) -> bool:
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
-def _uvw_out(Ob, c_off, c_str, c_mul, c_dim, T, a_mul, Wrow, wbase, wa):
-    # O[k, c] += sum_a T[k, a] W[a, c]: output rows in groups of three and input channels in pairs (or fours), so each
-    # loaded row of W feeds several multiply-adds and each output row is loaded and stored once per pair of channels
+def _vector_span(c0, c_mul, VW):
+    # the two vectors covering columns c0 .. min(c0 + 2 VW, c_mul) of a row of c_mul >= VW columns: their offsets and
+    # how many of their trailing lanes are theirs (a vector that would run past the row is moved back to end at c_mul
+    # and its lanes already covered by the first are masked; with one vector's worth left the second has no lanes)
+    rem = c_mul - c0
+    if rem >= 2 * VW:
+        return c0, VW, c0 + VW, VW
+    if rem > VW:
+        return c0, VW, c_mul - VW, rem - VW
+    return c_mul - VW, rem, c_mul - VW, 0
+
+
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _vector_rmw(Ob, r, o1, o2, x, y, m1, m2):
+    # Ob[r + o1 ...] += x * m1, then Ob[r + o2 ...] += y * m2 (in this order: the spans may overlap, m2 masks the overlap)
+    vstore(Ob, r + o1, vadd(vload(Ob, r + o1), vmul(x, m1)))
+    vstore(Ob, r + o2, vadd(vload(Ob, r + o2), vmul(y, m2)))
+
+
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _uvw_out_vec3(Ob, r0, c_str, c_mul, T, t0, a_mul, Wrow, wbase, wa, MASK):
+    # three output rows (r0, r0 + c_str, r0 + 2 c_str) += T[t0 + k a_mul + a] W[a, :], two vectors of columns at a time,
+    # the six accumulators in registers over the whole a loop
+    VW = vwidth(Wrow)
+    c0 = 0
+    while c0 < c_mul:
+        o1, q1, o2, q2 = _vector_span(c0, c_mul, VW)
+        x0 = vzero(Wrow)
+        x1 = vzero(Wrow)
+        x2 = vzero(Wrow)
+        y0 = vzero(Wrow)
+        y1 = vzero(Wrow)
+        y2 = vzero(Wrow)
+        for a in range(a_mul):
+            wr = wbase + a * wa
+            w = vload(Wrow, wr + o1)
+            v = vload(Wrow, wr + o2)
+            s0 = T[t0 + a]
+            s1 = T[t0 + a_mul + a]
+            s2 = T[t0 + 2 * a_mul + a]
+            x0 = vfma(x0, w, s0)
+            x1 = vfma(x1, w, s1)
+            x2 = vfma(x2, w, s2)
+            y0 = vfma(y0, v, s0)
+            y1 = vfma(y1, v, s1)
+            y2 = vfma(y2, v, s2)
+        m1 = vload(MASK, q1)
+        m2 = vload(MASK, q2)
+        _vector_rmw(Ob, r0, o1, o2, x0, y0, m1, m2)
+        _vector_rmw(Ob, r0 + c_str, o1, o2, x1, y1, m1, m2)
+        _vector_rmw(Ob, r0 + 2 * c_str, o1, o2, x2, y2, m1, m2)
+        c0 += 2 * VW
+
+
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _uvw_out_vec1(Ob, r0, c_mul, T, t0, a_mul, Wrow, wbase, wa, MASK):
+    # one output row += T[t0 + a] W[a, :]; even and odd a into separate accumulators (two independent chains per vector)
+    VW = vwidth(Wrow)
+    c0 = 0
+    while c0 < c_mul:
+        o1, q1, o2, q2 = _vector_span(c0, c_mul, VW)
+        x0 = vzero(Wrow)
+        y0 = vzero(Wrow)
+        x1 = vzero(Wrow)
+        y1 = vzero(Wrow)
+        a = 0
+        while a + 1 < a_mul:
+            wr = wbase + a * wa
+            s0 = T[t0 + a]
+            s1 = T[t0 + a + 1]
+            x0 = vfma(x0, vload(Wrow, wr + o1), s0)
+            y0 = vfma(y0, vload(Wrow, wr + o2), s0)
+            x1 = vfma(x1, vload(Wrow, wr + wa + o1), s1)
+            y1 = vfma(y1, vload(Wrow, wr + wa + o2), s1)
+            a += 2
+        if a < a_mul:
+            wr = wbase + a * wa
+            s0 = T[t0 + a]
+            x0 = vfma(x0, vload(Wrow, wr + o1), s0)
+            y0 = vfma(y0, vload(Wrow, wr + o2), s0)
+        _vector_rmw(Ob, r0, o1, o2, vadd(x0, x1), vadd(y0, y1), vload(MASK, q1), vload(MASK, q2))
+        c0 += 2 * VW
+
+
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _uvw_out(Ob, c_off, c_str, c_mul, c_dim, T, a_mul, Wrow, wbase, wa, MASK):
+    # O[k, c] += sum_a T[k, a] W[a, c]. Rows of at least one SIMD vector: register-blocked micro-kernels (three output
+    # rows x two vectors of columns, accumulated over all a; MASK = [0] * VW + [1] * VW selects a vector's lanes).
+    # Narrower rows: output rows in groups of three and input channels in pairs (or fours), so each loaded row of W
+    # feeds several multiply-adds and each output row is loaded and stored once per pair of channels
+    if c_mul >= vwidth(Wrow):
+        k0 = 0
+        while k0 < c_dim:
+            if c_dim - k0 >= 3:
+                _uvw_out_vec3(Ob, c_off + k0 * c_str, c_str, c_mul, T, k0 * a_mul, a_mul, Wrow, wbase, wa, MASK)
+                k0 += 3
+            else:
+                _uvw_out_vec1(Ob, c_off + k0 * c_str, c_mul, T, k0 * a_mul, a_mul, Wrow, wbase, wa, MASK)
+                k0 += 1
+        return
     k0 = 0
     while k0 < c_dim:
         r0 = c_off + k0 * c_str
@@ -1060,10 +1159,109 @@ def _uvw_out(Ob, c_off, c_str, c_mul, c_dim, T, a_mul, Wrow, wbase, wa):
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
-def _uvw_grads(GWrow, Wrow, wbase, wa, Gb, c_off, c_str, c_mul, c_dim, T, M, a_mul, do_gw, gw_set, need_m):
+def _gw_vec_store(GWrow, g, o1, o2, v1, v2, m1, m2, assign):
+    # gW row spans: written (both spans hold true values, so overlapping writes agree) or accumulated with the masks
+    if assign:
+        vstore(GWrow, g + o2, v2)
+        vstore(GWrow, g + o1, v1)
+    else:
+        _vector_rmw(GWrow, g, o1, o2, v1, v2, m1, m2)
+
+
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _uvw_grads_vec3(GWrow, Wrow, wbase, wa, Gb, r0, c_str, c_mul, T, t0, M, a_mul, do_gw, assign, need_m, MASK):
+    # three rows of G (r0 + k c_str) held in registers per two vectors of columns; per a: gW[a] (+)= sum_k T[k, a] G[k]
+    # and M[k, a] (+)= <W[a], G[k]> (the W vectors masked so overlapping spans count once)
+    VW = vwidth(Wrow)
+    c0 = 0
+    while c0 < c_mul:
+        o1, q1, o2, q2 = _vector_span(c0, c_mul, VW)
+        m1 = vload(MASK, q1)
+        m2 = vload(MASK, q2)
+        g01 = vload(Gb, r0 + o1)
+        g02 = vload(Gb, r0 + o2)
+        g11 = vload(Gb, r0 + c_str + o1)
+        g12 = vload(Gb, r0 + c_str + o2)
+        g21 = vload(Gb, r0 + 2 * c_str + o1)
+        g22 = vload(Gb, r0 + 2 * c_str + o2)
+        first = c0 == 0
+        for a in range(a_mul):
+            if do_gw:
+                s0 = T[t0 + a]
+                s1 = T[t0 + a_mul + a]
+                s2 = T[t0 + 2 * a_mul + a]
+                v1 = vfma(vfma(vfma(vzero(Wrow), g01, s0), g11, s1), g21, s2)
+                v2 = vfma(vfma(vfma(vzero(Wrow), g02, s0), g12, s1), g22, s2)
+                _gw_vec_store(GWrow, wbase + a * wa, o1, o2, v1, v2, m1, m2, assign)
+            if need_m:
+                wr = wbase + a * wa
+                w1 = vmul(vload(Wrow, wr + o1), m1)
+                w2 = vmul(vload(Wrow, wr + o2), m2)
+                d0 = vsum(vadd(vmul(w1, g01), vmul(w2, g02)))
+                d1 = vsum(vadd(vmul(w1, g11), vmul(w2, g12)))
+                d2 = vsum(vadd(vmul(w1, g21), vmul(w2, g22)))
+                if first:
+                    M[t0 + a] = d0
+                    M[t0 + a_mul + a] = d1
+                    M[t0 + 2 * a_mul + a] = d2
+                else:
+                    M[t0 + a] += d0
+                    M[t0 + a_mul + a] += d1
+                    M[t0 + 2 * a_mul + a] += d2
+        c0 += 2 * VW
+
+
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _uvw_grads_vec1(GWrow, Wrow, wbase, wa, Gb, r0, c_mul, T, t0, M, a_mul, do_gw, assign, need_m, MASK):
+    # one row of G: gW[a] (+)= T[a] G and M[a] (+)= <W[a], G>
+    VW = vwidth(Wrow)
+    c0 = 0
+    while c0 < c_mul:
+        o1, q1, o2, q2 = _vector_span(c0, c_mul, VW)
+        m1 = vload(MASK, q1)
+        m2 = vload(MASK, q2)
+        g1 = vload(Gb, r0 + o1)
+        g2 = vload(Gb, r0 + o2)
+        first = c0 == 0
+        for a in range(a_mul):
+            if do_gw:
+                s0 = T[t0 + a]
+                _gw_vec_store(
+                    GWrow, wbase + a * wa, o1, o2, vfma(vzero(Wrow), g1, s0), vfma(vzero(Wrow), g2, s0), m1, m2, assign
+                )
+            if need_m:
+                wr = wbase + a * wa
+                d = vsum(vadd(vmul(vmul(vload(Wrow, wr + o1), m1), g1), vmul(vmul(vload(Wrow, wr + o2), m2), g2)))
+                if first:
+                    M[t0 + a] = d
+                else:
+                    M[t0 + a] += d
+        c0 += 2 * VW
+
+
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _uvw_grads(GWrow, Wrow, wbase, wa, Gb, c_off, c_str, c_mul, c_dim, T, M, a_mul, do_gw, gw_set, need_m, MASK):
     # gW[a, c] (+)= sum_k T[k, a] G[k, c] and M[k, a] = sum_c W[a, c] G[k, c], in one sweep: output rows of G in
     # groups of three, so each loaded element of G, W and gW serves several multiply-adds; with ``gw_set`` the first
-    # group writes gW instead of accumulating (no zeroing pass)
+    # group writes gW instead of accumulating (no zeroing pass). Rows of at least one SIMD vector: the register-blocked
+    # kernels above
+    if c_mul >= vwidth(Wrow):
+        k0 = 0
+        while k0 < c_dim:
+            assign = gw_set and k0 == 0
+            if c_dim - k0 >= 3:
+                _uvw_grads_vec3(
+                    GWrow, Wrow, wbase, wa, Gb, c_off + k0 * c_str, c_str, c_mul, T, k0 * a_mul, M, a_mul, do_gw,
+                    assign, need_m, MASK,
+                )  # fmt: skip
+                k0 += 3
+            else:
+                _uvw_grads_vec1(
+                    GWrow, Wrow, wbase, wa, Gb, c_off + k0 * c_str, c_mul, T, k0 * a_mul, M, a_mul, do_gw, assign,
+                    need_m, MASK,
+                )  # fmt: skip
+                k0 += 1
+        return
     for a in range(a_mul):
         wr = wbase + a * wa
         Ws = Wrow[wr : wr + c_mul]
@@ -1128,7 +1326,7 @@ def _uvw_cg_rows(Dst, d_off, d_str, Src, s_off, s_str, c_mul, Yb, b_off, b_str, 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
 def _uvw_item(
-    tab, ci, cj, ck, cv, xw, Wrow, Xb, Yb, Gb, Ob, GXb, GYb, GWrow, do_out, do_gx, do_gy, do_gw, gw_set, T, M, U,
+    tab, ci, cj, ck, cv, xw, Wrow, Xb, Yb, Gb, Ob, GXb, GYb, GWrow, do_out, do_gx, do_gy, do_gw, gw_set, T, M, U, MASK,
 ):  # fmt: skip
     for p in range(tab.shape[0]):
         w_off = tab[p, _WOFF]
@@ -1157,7 +1355,7 @@ def _uvw_item(
                 Xs = Xb[a_off : a_off + a_dim * a_mul]
                 if do_out or do_gy:
                     _zero(U, a_dim * c_mul)
-                    _uvw_out(U, 0, c_mul, c_mul, a_dim, Xs, a_mul, Wrow, wbase, wa)
+                    _uvw_out(U, 0, c_mul, c_mul, a_dim, Xs, a_mul, Wrow, wbase, wa, MASK)
                 if do_out:
                     _uvw_cg_rows(Ob, c_off, c_str, U, 0, c_mul, c_mul, Yb, b_off, b_str, b, ck, ci, cj, cv, n0, n1)
                 if do_gy:
@@ -1172,7 +1370,7 @@ def _uvw_item(
                 if do_gw or do_gx:
                     _zero(T, a_dim * c_mul)
                     _uvw_cg_rows(T, 0, c_mul, Gb, c_off, c_str, c_mul, Yb, b_off, b_str, b, ci, ck, cj, cv, n0, n1)
-                    _uvw_grads(GWrow, Wrow, wbase, wa, T, 0, c_mul, c_mul, a_dim, Xs, M, a_mul, do_gw, gw_set, do_gx)
+                    _uvw_grads(GWrow, Wrow, wbase, wa, T, 0, c_mul, c_mul, a_dim, Xs, M, a_mul, do_gw, gw_set, do_gx, MASK)
                     if do_gx:
                         GXs = GXb[a_off : a_off + a_dim * a_mul]
                         for r in range(a_dim * a_mul):
@@ -1182,9 +1380,9 @@ def _uvw_item(
                 _zero(T, c_dim * a_mul)
                 _contract_T(T, Xb, Yb, a_off, a_mul, a_str, b_off, b_str, b, ci, cj, ck, cv, n0, n1, False)
             if do_out:
-                _uvw_out(Ob, c_off, c_str, c_mul, c_dim, T, a_mul, Wrow, wbase, wa)
+                _uvw_out(Ob, c_off, c_str, c_mul, c_dim, T, a_mul, Wrow, wbase, wa, MASK)
             if do_gw or need_m:
-                _uvw_grads(GWrow, Wrow, wbase, wa, Gb, c_off, c_str, c_mul, c_dim, T, M, a_mul, do_gw, gw_set, need_m)
+                _uvw_grads(GWrow, Wrow, wbase, wa, Gb, c_off, c_str, c_mul, c_dim, T, M, a_mul, do_gw, gw_set, need_m, MASK)
             if need_m:
                 for n in range(n0, n1):
                     mk = ck[n] * a_mul
@@ -1222,6 +1420,9 @@ def _uvw_pass(
     T = np.empty(tsize, dtype=dt)
     M = np.empty(tsize, dtype=dt)
     U = np.empty(tsize, dtype=dt)
+    VW = vwidth(W)
+    MASK = np.zeros(2 * VW, dtype=dt)
+    MASK[VW:] = 1.0
     numel = GW.shape[1]
     if do_gw and not w_batched:
         _zero(GW[q], numel)
@@ -1247,7 +1448,7 @@ def _uvw_pass(
             _zero(GWrow, numel)
         _uvw_item(
             tab, ci, cj, ck, cv, xw, W[z] if w_batched else W[0], Xb, Yb, Gb, Ob, GXb, GYb, GWrow,
-            do_out, do_gx, do_gy, do_gw, gw_set, T, M, U,
+            do_out, do_gx, do_gy, do_gw, gw_set, T, M, U, MASK,
         )  # fmt: skip
         if do_out:
             _store(Ob, O[z], seg3, transpose)

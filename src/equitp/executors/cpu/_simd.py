@@ -1,0 +1,160 @@
+"""Explicit SIMD vectors for the numba CPU kernels.
+
+numba compiles loops over array elements through LLVM's loop vectoriser, which keeps accumulators in memory: a loop
+``O[c] += t * W[a, c]`` over a short row reloads and stores ``O`` for every ``a`` (a dependency through memory) and runs
+its tail scalar. The intrinsics here give the kernels values of LLVM vector type instead (``<8 x float>`` for float32,
+``<4 x double>`` for float64, one AVX register; LLVM splits them on narrower machines), so a micro-kernel can keep
+its accumulators in registers across a whole contraction, like a GEMM micro-kernel. Portable LLVM IR only: no
+target-specific instructions.
+
+``vload(a, i)`` / ``vstore(a, i, v)``: the ``vwidth(a)`` elements ``a[i:i + vwidth(a)]`` (unaligned; the caller keeps
+them in bounds). ``vfma(acc, v, s)``: ``acc + v * s`` for a scalar ``s``. ``vadd``, ``vmul``: element-wise.
+``vzero(a)``: a zero vector of ``a``'s dtype.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, models, register_model
+
+
+class Vector(types.Type):
+    """A SIMD vector value of ``n`` elements of ``dtype`` (numba type)."""
+
+    def __init__(self, dtype, n):
+        self.dtype = dtype
+        self.n = n
+        super().__init__(name=f"Vector({dtype}x{n})")
+
+
+_VECTORS = {types.float32: Vector(types.float32, 8), types.float64: Vector(types.float64, 4)}
+
+
+@register_model(Vector)
+class _VectorModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        elt = ir.FloatType() if fe_type.dtype == types.float32 else ir.DoubleType()
+        super().__init__(dmm, fe_type, ir.VectorType(elt, fe_type.n))
+
+
+def _vector_of(arrty):
+    if not isinstance(arrty, types.Array) or arrty.dtype not in _VECTORS:
+        raise TypeError(f"SIMD vectors need a float32 or float64 array, got {arrty}")
+    return _VECTORS[arrty.dtype]
+
+
+def _element_pointer(context, builder, arrty, arr, idx):
+    ary = context.make_array(arrty)(context, builder, arr)
+    return builder.gep(ary.data, [idx])
+
+
+@intrinsic
+def vwidth(typingctx, arr):
+    n = _vector_of(arr).n
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(ir.IntType(64), n)
+
+    return types.intp(arr), codegen
+
+
+@intrinsic
+def vzero(typingctx, arr):
+    vt = _vector_of(arr)
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(context.get_value_type(sig.return_type), None)
+
+    return vt(arr), codegen
+
+
+@intrinsic
+def vload(typingctx, arr, idx):
+    vt = _vector_of(arr)
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        lt = context.get_value_type(sig.return_type)
+        return builder.load(builder.bitcast(ptr, lt.as_pointer()), align=sig.args[0].dtype.bitwidth // 8)
+
+    return vt(arr, idx), codegen
+
+
+@intrinsic
+def vstore(typingctx, arr, idx, v):
+    if _vector_of(arr) != v:
+        raise TypeError(f"cannot store {v} into {arr}")
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        val = args[2]
+        builder.store(val, builder.bitcast(ptr, val.type.as_pointer()), align=sig.args[0].dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.void(arr, idx, v), codegen
+
+
+def _broadcast(builder, scalar, vt):
+    undef = ir.Constant(vt, ir.Undefined)
+    v = builder.insert_element(undef, scalar, ir.Constant(ir.IntType(32), 0))
+    zeros = ir.Constant(ir.VectorType(ir.IntType(32), vt.count), [0] * vt.count)
+    return builder.shuffle_vector(v, undef, zeros)
+
+
+@intrinsic
+def vfma(typingctx, acc, v, s):
+    if not isinstance(acc, Vector) or acc != v or not isinstance(s, (types.Float, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        acc_, v_, s_ = args
+        s_ = context.cast(builder, s_, sig.args[2], sig.args[0].dtype)
+        prod = builder.fmul(v_, _broadcast(builder, s_, acc_.type), flags=["fast"])
+        return builder.fadd(acc_, prod, flags=["fast"])
+
+    return acc(acc, v, s), codegen
+
+
+@intrinsic
+def vadd(typingctx, a, b):
+    if not isinstance(a, Vector) or a != b:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1], flags=["fast"])
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def vmul(typingctx, a, b):
+    if not isinstance(a, Vector) or a != b:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fmul(args[0], args[1], flags=["fast"])
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def vsum(typingctx, v):
+    """The sum of a vector's elements (a tree of halving shuffles and adds)."""
+    if not isinstance(v, Vector):
+        return None
+
+    def codegen(context, builder, sig, args):
+        x = args[0]
+        n = x.type.count
+        i32 = ir.IntType(32)
+        while n > 1:
+            half = n // 2
+            undef = ir.Constant(x.type, ir.Undefined)
+            lo = builder.shuffle_vector(x, undef, ir.Constant(ir.VectorType(i32, half), list(range(half))))
+            hi = builder.shuffle_vector(x, undef, ir.Constant(ir.VectorType(i32, half), list(range(half, n))))
+            x = builder.fadd(lo, hi, flags=["fast"])
+            n = half
+        return builder.extract_element(x, ir.Constant(i32, 0))
+
+    return v.dtype(v), codegen
