@@ -281,38 +281,89 @@ def _build_kernels() -> dict[str, Any]:
 
     def scatter_body(meta, task_off, fstart, tab, flt, c_in, S, g, gpsi, t0, t1):
         # transpose of the gather: gpsi[f, rep_of[o], in_src[o, i], sigma[elem_of[o], s]] += sign * g[(oc + o),
-        # (ic + i), s]
+        # (ic + i), s]. Unsigned pairs sum, for each psi entry, the entries of the rows of its orbit (offsets
+        # off[member, k] from the field pair's first filter entry; orbits of 1, 2, 4, 8 rows written out); signed
+        # pairs add entry by entry.
         idx, sgn = _scratch(meta, S, g)
+        off = np.empty(idx.shape[0], dtype=np.int64)
+        n_rows = 0
+        for p in range(meta.shape[0]):
+            n_rows = max(n_rows, meta[p, 2])
+        ptr = np.empty(n_rows + 1, dtype=np.int64)
         p = 0
         q = -1
         for t in range(t0, t1):
             p, fo = _task(meta, task_off, t, p)
             O = meta[p, 2]
+            IS = meta[p, 3] * S
+            R = meta[p, 5]
+            RIS = R * IS
+            signed = meta[p, 15] >= 0
             if p != q:
                 _tables(meta, tab, flt, S, p, idx, sgn)
                 q = p
+                if not signed:
+                    tb = meta[p, 13]
+                    c = 0
+                    for r in range(R):
+                        ptr[r] = c
+                        for o in range(O):
+                            if tab[tb + o] == r:
+                                for j in range(IS):
+                                    off[c * IS + idx[o * IS + j] - r * IS] = o * c_in * S + j
+                                c += 1
+                    ptr[R] = c
             n_in = meta[p, 1]
-            IS = meta[p, 3] * S
-            RIS = meta[p, 5] * IS
             oc = fstart[meta[p, 7] + fo]
             base = meta[p, 11] + fo * n_in * RIS
-            signed = meta[p, 15] >= 0
-            for fi in range(n_in):  # one psi block (in L1) collects the O rows
+            for fi in range(n_in):
                 seg = gpsi[base + fi * RIS:base + (fi + 1) * RIS]
+                g0 = (oc * c_in + fstart[meta[p, 8] + fi]) * S
+                if not signed:
+                    for r in range(R):
+                        dst = seg[r * IS:(r + 1) * IS]
+                        m0 = ptr[r]
+                        M = ptr[r + 1] - m0
+                        a0 = off[m0 * IS:(m0 + 1) * IS]
+                        if M == 1:
+                            for k in range(IS):
+                                dst[k] = g[g0 + a0[k]]
+                        elif M == 2:
+                            a1 = off[(m0 + 1) * IS:(m0 + 2) * IS]
+                            for k in range(IS):
+                                dst[k] = g[g0 + a0[k]] + g[g0 + a1[k]]
+                        elif M == 4:
+                            a1 = off[(m0 + 1) * IS:(m0 + 2) * IS]
+                            a2 = off[(m0 + 2) * IS:(m0 + 3) * IS]
+                            a3 = off[(m0 + 3) * IS:(m0 + 4) * IS]
+                            for k in range(IS):
+                                dst[k] = g[g0 + a0[k]] + g[g0 + a1[k]] + g[g0 + a2[k]] + g[g0 + a3[k]]
+                        elif M == 8:
+                            a1 = off[(m0 + 1) * IS:(m0 + 2) * IS]
+                            a2 = off[(m0 + 2) * IS:(m0 + 3) * IS]
+                            a3 = off[(m0 + 3) * IS:(m0 + 4) * IS]
+                            a4 = off[(m0 + 4) * IS:(m0 + 5) * IS]
+                            a5 = off[(m0 + 5) * IS:(m0 + 6) * IS]
+                            a6 = off[(m0 + 6) * IS:(m0 + 7) * IS]
+                            a7 = off[(m0 + 7) * IS:(m0 + 8) * IS]
+                            for k in range(IS):
+                                dst[k] = ((g[g0 + a0[k]] + g[g0 + a1[k]]) + (g[g0 + a2[k]] + g[g0 + a3[k]])) + (
+                                    (g[g0 + a4[k]] + g[g0 + a5[k]]) + (g[g0 + a6[k]] + g[g0 + a7[k]]))
+                        else:
+                            for k in range(IS):
+                                acc = 0.0
+                                for m in range(m0, m0 + M):
+                                    acc += g[g0 + off[m * IS + k]]
+                                dst[k] = acc
+                    continue
                 for j in range(RIS):
                     seg[j] = 0.0
-                ic = fstart[meta[p, 8] + fi]
                 for o in range(O):
-                    d0 = ((oc + o) * c_in + ic) * S
-                    src = g[d0:d0 + IS]
+                    src = g[g0 + o * c_in * S:g0 + o * c_in * S + IS]
                     ix = idx[o * IS:(o + 1) * IS]
-                    if signed:
-                        sv = sgn[o * IS:(o + 1) * IS]
-                        for j in range(IS):
-                            seg[ix[j]] += sv[j] * src[j]
-                    else:
-                        for j in range(IS):
-                            seg[ix[j]] += src[j]
+                    sv = sgn[o * IS:(o + 1) * IS]
+                    for j in range(IS):
+                        seg[ix[j]] += sv[j] * src[j]
 
     gather_in = numba.njit(cache=True, inline="always", fastmath=True)(gather_body)
     scatter_in = numba.njit(cache=True, inline="always", fastmath=True)(scatter_body)
