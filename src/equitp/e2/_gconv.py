@@ -349,7 +349,7 @@ def _build_kernels() -> dict[str, Any]:
                             for k in range(IS):
                                 dst[k] = ((g[g0 + a0[k]] + g[g0 + a1[k]]) + (g[g0 + a2[k]] + g[g0 + a3[k]])) + (
                                     (g[g0 + a4[k]] + g[g0 + a5[k]]) + (g[g0 + a6[k]] + g[g0 + a7[k]]))
-                        else:
+                        else:  # orbit sizes divide |H| (a subgroup of the 8 grid symmetries): not reached
                             for k in range(IS):
                                 acc = 0.0
                                 for m in range(m0, m0 + M):
