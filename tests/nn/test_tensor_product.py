@@ -406,14 +406,16 @@ def test_fully_connected_kernel_wide_rows_match_reference(dtype, shared):
         _check_close(a, b, dtype, f"grad {name}")
 
 
+@pytest.mark.parametrize("lanes", [None, 5])  # None: SIMD-vector rows; 5 items: the plain lane loops
 @pytest.mark.parametrize("flat_max", [0, 10**9])
 @pytest.mark.parametrize("mode", ["uvw", "uvu", "uuw", "uvuv"])
-def test_item_blocked_flat_and_path_kernels_match_reference(monkeypatch, flat_max, mode):
+def test_item_blocked_flat_and_path_kernels_match_reference(monkeypatch, flat_max, mode, lanes):
     """The item-blocked family runs the flat (CSR) kernels unless the expansion is too large, then the per-path ones:
     both agree with the reference executor, forward and every gradient, with per-item weights."""
     from equitp.executors.cpu import _tensor_product as cpu
 
     monkeypatch.setattr(cpu, "KERNEL_FAMILY", "items")
+    monkeypatch.setattr(cpu, "LANES", lanes)
     monkeypatch.setattr(cpu, "_FLAT_MAX", flat_max)
     monkeypatch.setattr(cpu, "_plans", {})
     torch.manual_seed(5)
@@ -443,6 +445,9 @@ def test_item_block_size_fits_the_lane_buffers_in_cache():
     assert cpu._lanes(cpu._get_plan(small.descriptor, torch.float32), False) == 64
     assert cpu._lanes(cpu._get_plan(large.descriptor, torch.float32), False) == 32
     assert cpu._lanes(cpu._get_plan(small.descriptor, torch.float64), False) == 32
+    # the flat forward kernel: four SIMD vectors of items (accumulators in registers)
+    assert cpu._flat_lanes(cpu._get_plan(small.descriptor, torch.float32)) == 32
+    assert cpu._flat_lanes(cpu._get_plan(small.descriptor, torch.float64)) == 16
 
 
 @pytest.mark.parametrize("family", ["uvw", "channels", "items"])
