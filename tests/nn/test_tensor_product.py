@@ -2,6 +2,7 @@
 autograd (gradcheck / gradgradcheck), equivariance, torch.compile and bad inputs."""
 
 import pytest
+import numpy as np
 import torch
 
 import equitp
@@ -433,6 +434,29 @@ def test_item_blocked_flat_and_path_kernels_match_reference(monkeypatch, flat_ma
     assert (cpu._get_plan(tp.descriptor, dtype).flat(3) is None) == (flat_max == 0)
     g = torch.randn_like(out)
     for a, b in zip(torch.autograd.grad(out, (x, y, w), g), torch.autograd.grad(out_ref, (x, y, w), g)):
+        _check_close(a, b, dtype, "gradient")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("irreps, layout", [("0e+1o+2e+3o", "mul_ir"), ("3x0e+2x1o+2x2e", "ir_mul")])
+def test_item_blocked_vector_store_matches_reference(dtype, irreps, layout):
+    """Outputs whose element order is the lane buffer's (single channels, or the ir_mul layout) are stored by SIMD
+    transposes of whole squares plus element-wise edges: full and partial blocks of items, odd output sizes."""
+    from equitp.executors.cpu import _tensor_product as cpu
+
+    torch.manual_seed(6)
+    tp = equitp.FullTensorProduct(irreps, irreps, backend="cpu", layout=layout).to(dtype)
+    ref = equitp.FullTensorProduct(irreps, irreps, backend="reference", layout=layout).to(dtype)
+    plan = cpu._get_plan(tp.descriptor, dtype)
+    assert cpu._blocked(plan) and plan.flat(3) is not None
+    assert np.array_equal(plan.gmap[3], np.arange(tp.irreps_out.dim))
+    n = 2 * cpu._flat_lanes(plan) + 13
+    x = torch.randn(n, tp.irreps_in1.dim, dtype=dtype, requires_grad=True)
+    y = torch.randn(n, tp.irreps_in2.dim, dtype=dtype, requires_grad=True)
+    out, out_ref = tp(x, y), ref(x, y)
+    _check_close(out, out_ref, dtype, "output")
+    g = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, (x, y), g), torch.autograd.grad(out_ref, (x, y), g)):
         _check_close(a, b, dtype, "gradient")
 
 

@@ -158,3 +158,45 @@ def vsum(typingctx, v):
         return builder.extract_element(x, ir.Constant(i32, 0))
 
     return v.dtype(v), codegen
+
+
+@intrinsic
+def vtranspose(typingctx, src, src_off, src_stride, dst, dst_off, dst_stride):
+    """Transpose one square block of ``vwidth`` x ``vwidth`` elements: ``dst[dst_off + j * dst_stride + i] =
+    src[src_off + i * src_stride + j]`` (rows loaded as vectors, transposed in registers by interleaving shuffles,
+    stored as vectors). Both arrays are 1-D of the same dtype."""
+    vt = _vector_of(src)
+    if _vector_of(dst) != vt:
+        return None
+    n = vt.n
+
+    def codegen(context, builder, sig, args):
+        s_arr, s_off, s_str, d_arr, d_off, d_str = args
+        sty, dty = sig.args[0], sig.args[3]
+        lt = context.get_value_type(vt)
+        align = sty.dtype.bitwidth // 8
+        i64 = ir.IntType(64)
+        i32 = ir.IntType(32)
+        rows = []
+        for i in range(n):
+            idx = builder.add(s_off, builder.mul(s_str, ir.Constant(i64, i)))
+            ptr = _element_pointer(context, builder, sty, s_arr, idx)
+            rows.append(builder.load(builder.bitcast(ptr, lt.as_pointer()), align=align))
+        half = n // 2
+        lo_mask = ir.Constant(ir.VectorType(i32, n), [k for j in range(half) for k in (j, n + j)])
+        hi_mask = ir.Constant(ir.VectorType(i32, n), [k for j in range(half, n) for k in (j, n + j)])
+        stages = n.bit_length() - 1
+        for _ in range(stages):  # each stage interleaves row i with row i + n/2; log2(n) stages transpose
+            new = [None] * n
+            for i in range(half):
+                a, b = rows[i], rows[i + half]
+                new[2 * i] = builder.shuffle_vector(a, b, lo_mask)
+                new[2 * i + 1] = builder.shuffle_vector(a, b, hi_mask)
+            rows = new
+        for j in range(n):
+            idx = builder.add(d_off, builder.mul(d_str, ir.Constant(i64, j)))
+            ptr = _element_pointer(context, builder, dty, d_arr, idx)
+            builder.store(rows[j], builder.bitcast(ptr, lt.as_pointer()), align=align)
+        return context.get_dummy_value()
+
+    return types.void(src, src_off, src_stride, dst, dst_off, dst_stride), codegen

@@ -20,7 +20,7 @@ import numba
 import numpy as np
 import torch
 
-from ._simd import vadd, vfma, vload, vmul, vstore, vsum, vwidth, vzero
+from ._simd import vadd, vfma, vload, vmul, vstore, vsum, vtranspose, vwidth, vzero
 
 __all__ = ["tensor_product_cpu"]
 
@@ -846,6 +846,26 @@ def _store_block(src, dst, z0, nb, gmap, L):
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
+def _store_block_vec(src, Cflat, z0, nb, E, L):
+    # Cflat[(z0 + lane) * E + e] = src[e * L + lane] for the first nb lanes (output in lane-buffer order): squares of
+    # VW x VW transposed in registers, the edges element by element
+    VW = vwidth(src)
+    nl = nb - nb % VW
+    ne = E - E % VW
+    for l0 in range(0, nl, VW):
+        for e0 in range(0, ne, VW):
+            vtranspose(src, e0 * L + l0, L, Cflat, (z0 + l0) * E + e0, E)
+    for lane in range(nl):
+        base = (z0 + lane) * E
+        for e in range(ne, E):
+            Cflat[base + e] = src[e * L + lane]
+    for lane in range(nl, nb):
+        base = (z0 + lane) * E
+        for e in range(E):
+            Cflat[base + e] = src[e * L + lane]
+
+
+@numba.njit(fastmath=True, cache=True, inline="always")
 def _lanes_fma(Cb, cr, Ab, ar, Bb, br, Wb, wr, coef, w_mode, L):
     # Cb[cr lanes] += coef * W * A[ar lanes] * B[br lanes]; w_mode 0: W = 1, 1: scalar Wb[wr], 2: lanes Wb[wr lanes]
     Cs = Cb[cr * L : cr * L + L]
@@ -1646,6 +1666,13 @@ def _forward_flat(rows, ptr, ea, eb, ew, co, unweighted, W, w_batched, A, B, C, 
     Cb = np.empty(C.shape[1] * L, dtype=dt)
     Wb = np.empty(W.shape[1] * L if w_batched else 1, dtype=dt)
     Wsh = W[0]
+    # target elements in the same order in the lane buffer and in the output (e.g. all multiplicities 1): the store is
+    # a transpose of whole SIMD-vector squares
+    c_identity = True
+    for e in range(segC.shape[0]):
+        if segC[e] != e:
+            c_identity = False
+    Cflat = C.reshape(C.shape[0] * C.shape[1])
     for zb in range(z0, z1, L):
         nb = min(L, z1 - zb)
         _load_block(A, zb, nb, Ab, segA, L)
@@ -1654,7 +1681,10 @@ def _forward_flat(rows, ptr, ea, eb, ew, co, unweighted, W, w_batched, A, B, C, 
             _load_block(W, zb, nb, Wb, segW, L)
         if L % (4 * vwidth(Ab)) == 0:
             _flat_rows_vec(rows, ptr, ea, eb, ew, co, unweighted, w_batched, Wsh, Ab, Bb, Wb, Cb, L, weightless)
-            _store_block(Cb, C, zb, nb, segC, L)
+            if c_identity:
+                _store_block_vec(Cb, Cflat, zb, nb, C.shape[1], L)
+            else:
+                _store_block(Cb, C, zb, nb, segC, L)
             continue
         _zero(Cb, C.shape[1] * L)
         if unweighted:  # no entry has a weight: the plain loop
