@@ -149,24 +149,35 @@ def _store(src, dst, segs, transpose):
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
+def _cg_rows(Dst, d_off, d_str, Src, s_off, s_str, c_mul, Yb, b_off, b_str, b, ri, rs, cj, cv, n0, n1):
+    # Dst[ri[n]] += cv[n] y[j_n] Src[rs[n]] over the CG entries n: one c_mul-wide multiply-add per entry
+    for n in range(n0, n1):
+        d = d_off + ri[n] * d_str
+        r = s_off + rs[n] * s_str
+        coef = cv[n] * Yb[b_off + cj[n] * b_str + b]
+        Ds = Dst[d : d + c_mul]
+        Ss = Src[r : r + c_mul]
+        for c in range(c_mul):
+            Ds[c] += coef * Ss[c]
+
+
+@numba.njit(fastmath=True, cache=True, inline="always")
 def _contract_T(T, Ab, Bb, a_off, a_mul, a_str, b_off, b_str, b, ci, cj, ck, cv, n0, n1, same_ab):
     # T[k * a_mul + a] += coef * A[a, i] * B[b, j]   (same_ab: B indexed by a too); X[u, i] is at off + i * str + u
     # (slices instead of offset indexing: numba's negative-index wraparound would block vectorisation)
+    if not same_ab:
+        _cg_rows(T, 0, a_mul, Ab, a_off, a_str, a_mul, Bb, b_off, b_str, b, ck, ci, cj, cv, n0, n1)
+        return
     for n in range(n0, n1):
         ia = a_off + ci[n] * a_str
         jb = b_off + cj[n] * b_str
         tk = ck[n] * a_mul
         Ts = T[tk : tk + a_mul]
         As = Ab[ia : ia + a_mul]
-        if same_ab:
-            c = cv[n]
-            Bs = Bb[jb : jb + a_mul]
-            for a in range(a_mul):
-                Ts[a] += c * As[a] * Bs[a]
-        else:
-            c = cv[n] * Bb[jb + b]
-            for a in range(a_mul):
-                Ts[a] += c * As[a]
+        c = cv[n]
+        Bs = Bb[jb : jb + a_mul]
+        for a in range(a_mul):
+            Ts[a] += c * As[a] * Bs[a]
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
@@ -1342,19 +1353,6 @@ def _uvw_grads(GWrow, Wrow, wbase, wa, Gb, c_off, c_str, c_mul, c_dim, T, M, a_m
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
-def _uvw_cg_rows(Dst, d_off, d_str, Src, s_off, s_str, c_mul, Yb, b_off, b_str, b, ri, rs, cj, cv, n0, n1):
-    # Dst[ri[n]] += cv[n] y[j_n] Src[rs[n]] over the CG entries n: one c_mul-wide multiply-add per entry
-    for n in range(n0, n1):
-        d = d_off + ri[n] * d_str
-        r = s_off + rs[n] * s_str
-        coef = cv[n] * Yb[b_off + cj[n] * b_str + b]
-        Ds = Dst[d : d + c_mul]
-        Ss = Src[r : r + c_mul]
-        for c in range(c_mul):
-            Ds[c] += coef * Ss[c]
-
-
-@numba.njit(fastmath=True, cache=True, inline="always")
 def _uvw_item(
     tab, ci, cj, ck, cv, xw, Wrow, Xb, Yb, Gb, Ob, GXb, GYb, GWrow, do_out, do_gx, do_gy, do_gw, gw_set, T, M, U, MASK,
 ):  # fmt: skip
@@ -1387,7 +1385,7 @@ def _uvw_item(
                     _zero(U, a_dim * c_mul)
                     _uvw_out(U, 0, c_mul, c_mul, a_dim, Xs, a_mul, Wrow, wbase, wa, MASK)
                 if do_out:
-                    _uvw_cg_rows(Ob, c_off, c_str, U, 0, c_mul, c_mul, Yb, b_off, b_str, b, ck, ci, cj, cv, n0, n1)
+                    _cg_rows(Ob, c_off, c_str, U, 0, c_mul, c_mul, Yb, b_off, b_str, b, ck, ci, cj, cv, n0, n1)
                 if do_gy:
                     for n in range(n0, n1):
                         Us = U[ci[n] * c_mul : (ci[n] + 1) * c_mul]
@@ -1399,7 +1397,7 @@ def _uvw_item(
                         GYb[b_off + cj[n] * b_str + b] += cv[n] * s
                 if do_gw or do_gx:
                     _zero(T, a_dim * c_mul)
-                    _uvw_cg_rows(T, 0, c_mul, Gb, c_off, c_str, c_mul, Yb, b_off, b_str, b, ci, ck, cj, cv, n0, n1)
+                    _cg_rows(T, 0, c_mul, Gb, c_off, c_str, c_mul, Yb, b_off, b_str, b, ci, ck, cj, cv, n0, n1)
                     _uvw_grads(GWrow, Wrow, wbase, wa, T, 0, c_mul, c_mul, a_dim, Xs, M, a_mul, do_gw, gw_set, do_gx, MASK)
                     if do_gx:
                         GXs = GXb[a_off : a_off + a_dim * a_mul]
@@ -1616,10 +1614,8 @@ def _flat_rows_vec(rows, ptr, ea, eb, ew, co, unweighted, w_batched, Wsh, Ab, Bb
     E = Cb.shape[0] // L
     covered = 0
     for r in range(rows.shape[0]):
-        while covered < rows[r]:  # elements without entries
-            for q in range(L):
-                Cb[covered * L + q] = 0.0
-            covered += 1
+        if covered < rows[r]:  # elements without entries
+            _zero(Cb[covered * L :], (rows[r] - covered) * L)
         covered = rows[r] + 1
         t = rows[r] * L
         for l0 in range(0, L, 4 * VW):
@@ -1653,10 +1649,8 @@ def _flat_rows_vec(rows, ptr, ea, eb, ew, co, unweighted, w_batched, Wsh, Ab, Bb
             vstore(Cb, t + l0 + VW, x1)
             vstore(Cb, t + l0 + 2 * VW, x2)
             vstore(Cb, t + l0 + 3 * VW, x3)
-    while covered < E:
-        for q in range(L):
-            Cb[covered * L + q] = 0.0
-        covered += 1
+    if covered < E:
+        _zero(Cb[covered * L :], (E - covered) * L)
 
 
 @numba.njit(nogil=True, fastmath=True, cache=True)
