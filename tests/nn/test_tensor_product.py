@@ -389,10 +389,11 @@ def test_fully_connected_kernel_chosen_and_matches_reference(monkeypatch, dtype,
 @pytest.mark.parametrize("shared", [False, True])
 def test_fully_connected_kernel_wide_rows_match_reference(dtype, shared):
     """Rows of one SIMD vector or more (the register-blocked micro-kernels): multiplicities just over one and two
-    vectors (the last vector overlaps and is masked) and outputs with 5 and 7 components (row groups of three and one),
-    forward and every gradient against the reference executor."""
+    vectors (the last vector overlaps and is masked), 53 scalar outputs (whole chunks of six vectors for the wide
+    kernels, 48 float32 / 24 float64 columns, then a masked rest) and outputs with 5 and 7 components (row groups of
+    three and one), forward and every gradient against the reference executor."""
     torch.manual_seed(4)
-    i1, i2, io = "11x1o+9x2e+20x0e+5x3o", "0e+1o+2e", "13x2e+17x1o+9x3o+37x0e+4x1e"
+    i1, i2, io = "11x1o+9x2e+20x0e+5x3o", "0e+1o+2e", "13x2e+17x1o+9x3o+53x0e+4x1e"
     kw = dict(shared_weights=shared, internal_weights=False)
     tp = equitp.FullyConnectedTensorProduct(i1, i2, io, backend="cpu", **kw).to(dtype)
     ref = equitp.FullyConnectedTensorProduct(i1, i2, io, backend="reference", **kw).to(dtype)

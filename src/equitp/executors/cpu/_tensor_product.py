@@ -1055,9 +1055,55 @@ def _vector_span(c0, c_mul, VW):
 
 @numba.njit(fastmath=True, cache=True, inline="always")
 def _vector_rmw(Ob, r, o1, o2, x, y, m1, m2):
-    # Ob[r + o1 ...] += x * m1, then Ob[r + o2 ...] += y * m2 (in this order: the spans may overlap, m2 masks the overlap)
-    vstore(Ob, r + o1, vadd(vload(Ob, r + o1), vmul(x, m1)))
-    vstore(Ob, r + o2, vadd(vload(Ob, r + o2), vmul(y, m2)))
+    # Ob[r + o1 ...] += x * m1 and Ob[r + o2 ...] += y * m2, where the spans may overlap and m2 masks the overlap: both
+    # loaded first (a load partly overlapping the previous store would wait for it), the second stored first (its
+    # overlap lanes hold the old values, which the first store then overwrites with the sums)
+    a = vload(Ob, r + o1)
+    b = vload(Ob, r + o2)
+    vstore(Ob, r + o2, vadd(b, vmul(y, m2)))
+    vstore(Ob, r + o1, vadd(a, vmul(x, m1)))
+
+
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _axpy_vec(D, d, S, s, coef, n):
+    # D[d : d + n] += coef * S[s : s + n]: whole vectors, then the rest element by element. No slices (a slice view
+    # costs a reference count update, and LLVM versions a short loop behind run-time alias checks), and no overlapping
+    # vectors (a load that partly overlaps the previous store cannot be forwarded from it and waits for the store)
+    VW = vwidth(D)
+    c = 0
+    while c + VW <= n:
+        vstore(D, d + c, vfma(vload(D, d + c), vload(S, s + c), coef))
+        c += VW
+    while c < n:
+        D[d + c] += coef * S[s + c]
+        c += 1
+
+
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _dot_vec(A, a, B, b, n):
+    # sum_c A[a + c] B[b + c] over c < n: whole vectors, then the rest element by element
+    VW = vwidth(A)
+    acc = vzero(A)
+    c = 0
+    while c + VW <= n:
+        acc = vfma(acc, vmul(vload(A, a + c), vload(B, b + c)), 1.0)
+        c += VW
+    t = vsum(acc)
+    while c < n:
+        t += A[a + c] * B[b + c]
+        c += 1
+    return t
+
+
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _cg_rows_vec(Dst, d_off, d_str, Src, s_off, s_str, c_mul, Yb, b_off, b_str, b, ri, rs, cj, cv, n0, n1, MASK):
+    # _cg_rows with SIMD rows when they hold at least one vector
+    if c_mul < vwidth(Dst):
+        _cg_rows(Dst, d_off, d_str, Src, s_off, s_str, c_mul, Yb, b_off, b_str, b, ri, rs, cj, cv, n0, n1)
+        return
+    for n in range(n0, n1):
+        coef = cv[n] * Yb[b_off + cj[n] * b_str + b]
+        _axpy_vec(Dst, d_off + ri[n] * d_str, Src, s_off + rs[n] * s_str, coef, c_mul)
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
@@ -1096,10 +1142,44 @@ def _uvw_out_vec3(Ob, r0, c_str, c_mul, T, t0, a_mul, Wrow, wbase, wa, MASK):
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
+def _uvw_out_wide1(Ob, r0, c0, T, t0, a_mul, Wrow, wbase, wa):
+    # one output row's columns c0 .. c0 + 6 VW (all inside the row) += T[t0 + a] W[a, c0 ...]: six accumulators, so
+    # each row of W is read once, front to back (the two-vector kernel below would stride down the rows three times,
+    # which the hardware prefetchers follow poorly when W streams from memory), and six independent chains per a
+    VW = vwidth(Wrow)
+    x0 = vzero(Wrow)
+    x1 = vzero(Wrow)
+    x2 = vzero(Wrow)
+    x3 = vzero(Wrow)
+    x4 = vzero(Wrow)
+    x5 = vzero(Wrow)
+    for a in range(a_mul):
+        wr = wbase + a * wa + c0
+        s = T[t0 + a]
+        x0 = vfma(x0, vload(Wrow, wr), s)
+        x1 = vfma(x1, vload(Wrow, wr + VW), s)
+        x2 = vfma(x2, vload(Wrow, wr + 2 * VW), s)
+        x3 = vfma(x3, vload(Wrow, wr + 3 * VW), s)
+        x4 = vfma(x4, vload(Wrow, wr + 4 * VW), s)
+        x5 = vfma(x5, vload(Wrow, wr + 5 * VW), s)
+    r = r0 + c0
+    vstore(Ob, r, vadd(vload(Ob, r), x0))
+    vstore(Ob, r + VW, vadd(vload(Ob, r + VW), x1))
+    vstore(Ob, r + 2 * VW, vadd(vload(Ob, r + 2 * VW), x2))
+    vstore(Ob, r + 3 * VW, vadd(vload(Ob, r + 3 * VW), x3))
+    vstore(Ob, r + 4 * VW, vadd(vload(Ob, r + 4 * VW), x4))
+    vstore(Ob, r + 5 * VW, vadd(vload(Ob, r + 5 * VW), x5))
+
+
+@numba.njit(fastmath=True, cache=True, inline="always")
 def _uvw_out_vec1(Ob, r0, c_mul, T, t0, a_mul, Wrow, wbase, wa, MASK):
-    # one output row += T[t0 + a] W[a, :]; even and odd a into separate accumulators (two independent chains per vector)
+    # one output row += T[t0 + a] W[a, :]: whole chunks of six vectors by the wide kernel, the rest two vectors at a
+    # time with even and odd a in separate accumulators (two independent chains per vector)
     VW = vwidth(Wrow)
     c0 = 0
+    while c_mul - c0 >= 6 * VW:
+        _uvw_out_wide1(Ob, r0, c0, T, t0, a_mul, Wrow, wbase, wa)
+        c0 += 6 * VW
     while c0 < c_mul:
         o1, q1, o2, q2 = _vector_span(c0, c_mul, VW)
         x0 = vzero(Wrow)
@@ -1253,10 +1333,56 @@ def _uvw_grads_vec3(GWrow, Wrow, wbase, wa, Gb, r0, c_str, c_mul, T, t0, M, a_mu
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
+def _uvw_grads_wide1(GWrow, Wrow, wbase, wa, Gb, r0, c0, T, t0, M, a_mul, do_gw, assign, need_m):
+    # columns c0 .. c0 + 6 VW (all inside the row) of one row of G in six registers: gW[a, c0 ...] (+)= T[a] G and
+    # M[a] (+)= <W[a, c0 ...], G>, each row of W and gW swept once, front to back
+    VW = vwidth(Wrow)
+    g0 = vload(Gb, r0 + c0)
+    g1 = vload(Gb, r0 + c0 + VW)
+    g2 = vload(Gb, r0 + c0 + 2 * VW)
+    g3 = vload(Gb, r0 + c0 + 3 * VW)
+    g4 = vload(Gb, r0 + c0 + 4 * VW)
+    g5 = vload(Gb, r0 + c0 + 5 * VW)
+    first = c0 == 0
+    for a in range(a_mul):
+        wr = wbase + a * wa + c0
+        if do_gw:
+            s = T[t0 + a]
+            if assign:
+                z = vzero(Wrow)
+                vstore(GWrow, wr, vfma(z, g0, s))
+                vstore(GWrow, wr + VW, vfma(z, g1, s))
+                vstore(GWrow, wr + 2 * VW, vfma(z, g2, s))
+                vstore(GWrow, wr + 3 * VW, vfma(z, g3, s))
+                vstore(GWrow, wr + 4 * VW, vfma(z, g4, s))
+                vstore(GWrow, wr + 5 * VW, vfma(z, g5, s))
+            else:
+                vstore(GWrow, wr, vfma(vload(GWrow, wr), g0, s))
+                vstore(GWrow, wr + VW, vfma(vload(GWrow, wr + VW), g1, s))
+                vstore(GWrow, wr + 2 * VW, vfma(vload(GWrow, wr + 2 * VW), g2, s))
+                vstore(GWrow, wr + 3 * VW, vfma(vload(GWrow, wr + 3 * VW), g3, s))
+                vstore(GWrow, wr + 4 * VW, vfma(vload(GWrow, wr + 4 * VW), g4, s))
+                vstore(GWrow, wr + 5 * VW, vfma(vload(GWrow, wr + 5 * VW), g5, s))
+        if need_m:
+            d01 = vadd(vmul(vload(Wrow, wr), g0), vmul(vload(Wrow, wr + VW), g1))
+            d23 = vadd(vmul(vload(Wrow, wr + 2 * VW), g2), vmul(vload(Wrow, wr + 3 * VW), g3))
+            d45 = vadd(vmul(vload(Wrow, wr + 4 * VW), g4), vmul(vload(Wrow, wr + 5 * VW), g5))
+            d = vsum(vadd(vadd(d01, d23), d45))
+            if first:
+                M[t0 + a] = d
+            else:
+                M[t0 + a] += d
+
+
+@numba.njit(fastmath=True, cache=True, inline="always")
 def _uvw_grads_vec1(GWrow, Wrow, wbase, wa, Gb, r0, c_mul, T, t0, M, a_mul, do_gw, assign, need_m, MASK):
-    # one row of G: gW[a] (+)= T[a] G and M[a] (+)= <W[a], G>
+    # one row of G: gW[a] (+)= T[a] G and M[a] (+)= <W[a], G>; whole chunks of six vectors by the wide kernel, the
+    # rest two vectors at a time
     VW = vwidth(Wrow)
     c0 = 0
+    while c_mul - c0 >= 6 * VW:
+        _uvw_grads_wide1(GWrow, Wrow, wbase, wa, Gb, r0, c0, T, t0, M, a_mul, do_gw, assign, need_m)
+        c0 += 6 * VW
     while c0 < c_mul:
         o1, q1, o2, q2 = _vector_span(c0, c_mul, VW)
         m1 = vload(MASK, q1)
@@ -1385,19 +1511,23 @@ def _uvw_item(
                     _zero(U, a_dim * c_mul)
                     _uvw_out(U, 0, c_mul, c_mul, a_dim, Xs, a_mul, Wrow, wbase, wa, MASK)
                 if do_out:
-                    _cg_rows(Ob, c_off, c_str, U, 0, c_mul, c_mul, Yb, b_off, b_str, b, ck, ci, cj, cv, n0, n1)
+                    _cg_rows_vec(Ob, c_off, c_str, U, 0, c_mul, c_mul, Yb, b_off, b_str, b, ck, ci, cj, cv, n0, n1, MASK)
                 if do_gy:
+                    wide = c_mul >= vwidth(U)
                     for n in range(n0, n1):
-                        Us = U[ci[n] * c_mul : (ci[n] + 1) * c_mul]
                         r = c_off + ck[n] * c_str
-                        Gs = Gb[r : r + c_mul]
-                        s = 0.0
-                        for c in range(c_mul):
-                            s += Us[c] * Gs[c]
+                        if wide:
+                            s = _dot_vec(U, ci[n] * c_mul, Gb, r, c_mul)
+                        else:
+                            Us = U[ci[n] * c_mul : (ci[n] + 1) * c_mul]
+                            Gs = Gb[r : r + c_mul]
+                            s = 0.0
+                            for c in range(c_mul):
+                                s += Us[c] * Gs[c]
                         GYb[b_off + cj[n] * b_str + b] += cv[n] * s
                 if do_gw or do_gx:
                     _zero(T, a_dim * c_mul)
-                    _cg_rows(T, 0, c_mul, Gb, c_off, c_str, c_mul, Yb, b_off, b_str, b, ci, ck, cj, cv, n0, n1)
+                    _cg_rows_vec(T, 0, c_mul, Gb, c_off, c_str, c_mul, Yb, b_off, b_str, b, ci, ck, cj, cv, n0, n1, MASK)
                     _uvw_grads(GWrow, Wrow, wbase, wa, T, 0, c_mul, c_mul, a_dim, Xs, M, a_mul, do_gw, gw_set, do_gx, MASK)
                     if do_gx:
                         GXs = GXb[a_off : a_off + a_dim * a_mul]
@@ -1406,12 +1536,21 @@ def _uvw_item(
                 continue
             if do_out or do_gw:
                 _zero(T, c_dim * a_mul)
-                _contract_T(T, Xb, Yb, a_off, a_mul, a_str, b_off, b_str, b, ci, cj, ck, cv, n0, n1, False)
+                _cg_rows_vec(T, 0, a_mul, Xb, a_off, a_str, a_mul, Yb, b_off, b_str, b, ck, ci, cj, cv, n0, n1, MASK)
             if do_out:
                 _uvw_out(Ob, c_off, c_str, c_mul, c_dim, T, a_mul, Wrow, wbase, wa, MASK)
             if do_gw or need_m:
                 _uvw_grads(GWrow, Wrow, wbase, wa, Gb, c_off, c_str, c_mul, c_dim, T, M, a_mul, do_gw, gw_set, need_m, MASK)
-            if need_m:
+            if need_m and a_mul >= vwidth(M):
+                for n in range(n0, n1):
+                    mk = ck[n] * a_mul
+                    ia = a_off + ci[n] * a_str
+                    jb = b_off + cj[n] * b_str + b
+                    if do_gx:
+                        _axpy_vec(GXb, ia, M, mk, cv[n] * Yb[jb], a_mul)
+                    if do_gy:
+                        GYb[jb] += cv[n] * _dot_vec(Xb, ia, M, mk, a_mul)
+            elif need_m:
                 for n in range(n0, n1):
                     mk = ck[n] * a_mul
                     Ms = M[mk : mk + a_mul]
