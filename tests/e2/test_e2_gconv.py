@@ -8,7 +8,7 @@ import torch
 
 from equitp import e2
 from equitp.e2 import _gconv
-from equitp.e2._gconv import GConvPlan, gconv_expand, grid_orbits
+from equitp.e2._gconv import GConvPlan, gconv_expand, grid_orbits, row_plan
 
 from test_e2_expansion import LAYERS
 
@@ -28,6 +28,12 @@ def _extra_layers():
                              e2.FieldType(c8, [c8.irrep(3), c8.irrep(1), c8.irrep(4)]), 5, 1),
         "D1-regular-trivial": (e2.FieldType(d1, [d1.regular_repr, d1.trivial_repr]),
                                e2.FieldType(d1, [d1.trivial_repr, d1.regular_repr]), 3, 1),
+        # runs shorter than one SIMD vector (copied element by element): 2 x 2 and 1 x 1 grids, signed rows
+        "C4-mixed-k2": (e2.FieldType(c4, [c4.regular_repr, c4.irrep(1), c4.trivial_repr]),
+                        e2.FieldType(c4, [c4.irrep(1), c4.regular_repr, c4.trivial_repr]),
+                        e2.basis_params(2, rings=[0.0, 0.7071], sigma=0.6), None),
+        "C8-mixed-k1": (e2.FieldType(c8, [c8.regular_repr, c8.irrep(2)]),
+                        e2.FieldType(c8, [c8.regular_repr, c8.irrep(2)]), 1, 1),
     }
 
 
@@ -36,7 +42,8 @@ ALL = {**{k: (a, b, c, 1) for k, (a, b, c) in LAYERS.items()}, **_extra_layers()
 
 def _layer(name):
     fin, fout, k, dil = ALL[name]
-    return e2.layer_basis(fin, fout, e2.basis_params(k, dilation=dil))
+    params = k if isinstance(k, e2.BasisParams) else e2.basis_params(k, dilation=dil)
+    return e2.layer_basis(fin, fout, params)
 
 
 @pytest.mark.parametrize("name", sorted(ALL))
@@ -52,6 +59,37 @@ def test_orbit_tables_reproduce_the_padded_basis(name):
         rebuilt = rows[:, rep_of[:, None, None], in_src[:, :, None], sigma[elem_of][:, None, :]]
         rebuilt = rebuilt * sign[None, :, :, None]
         np.testing.assert_allclose(rebuilt, dense, atol=1e-12 * max(1.0, np.abs(dense).max()))
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_row_plan_reproduces_the_grid_permutations(name):
+    """Each row's source (representative row or stage) composed with its reversal flag is the row's grid permutation
+    ``sigma[elem_of[o]]``, from the row's own representative."""
+    lb = _layer(name)
+    for p in lb.pairs:
+        reps, rep_of, elem_of, in_src, sign, sigma = grid_orbits(p.basis)
+        kind, src, st_r, st_h = row_plan(rep_of, elem_of, sigma)
+        S = sigma.shape[1]
+        for o in range(len(rep_of)):
+            if kind[o] < 2:
+                r, perm = src[o], np.arange(S)
+            else:
+                r, perm = st_r[src[o]], sigma[st_h[src[o]]]
+            if kind[o] & 1:
+                perm = perm[::-1]
+            assert r == rep_of[o]
+            np.testing.assert_array_equal(perm, sigma[elem_of[o]])
+
+
+def test_row_plan_of_quarter_turns():
+    """C_8 regular: per representative the identity row is copied, the half turn reversed, and one stage (90
+    degrees) serves the rows of 90 and 270 degrees."""
+    c8 = e2.rot2d(8)
+    ft = e2.FieldType(c8, [c8.regular_repr])
+    reps, rep_of, elem_of, in_src, sign, sigma = grid_orbits(e2.layer_basis(ft, ft, e2.basis_params(5)).pairs[0].basis)
+    kind, src, st_r, st_h = row_plan(rep_of, elem_of, sigma)
+    assert kind.tolist() == [0, 0, 2, 2, 1, 1, 3, 3] and src.tolist() == [0, 1, 0, 1, 0, 1, 0, 1]
+    assert st_r.tolist() == [0, 1] and len(set(st_h.tolist())) == 1
 
 
 def test_orbit_counts():

@@ -11,8 +11,10 @@ representations always are; so are irreps at quarter turns). For such an ``h`` w
 and ``h^-1 y`` is again a grid point: the filter rows ``o`` of an ``H``-orbit of output indices are signed
 permutations (over input index and grid point) of the row of one representative ``r``. Only the ``R`` rows of the
 orbit representatives are computed -- a GEMM ``(F, D) @ (D, R I S)`` per representation pair instead of the padded
-``(F, D) @ (D, O I S)`` -- and the other rows are gathered from them. For the regular representation of ``C_8`` ``R
-= 2`` of 8 (4 quarter turns), of ``D_8`` 2 of 16, of ``C_4`` 1 of 4.
+``(F, D) @ (D, O I S)`` -- and the other rows are gathered from them (:func:`row_plan`: rows of the identity and of the
+half turn are SIMD copies, plain or reversed, of the representatives' rows; the other grid permutations are gathered
+once per field pair into a small stage that serves their rows and those of their composition with the half turn).
+For the regular representation of ``C_8`` ``R = 2`` of 8 (4 quarter turns), of ``D_8`` 2 of 16, of ``C_4`` 1 of 4.
 
 The ``D x R I S`` basis rows are not stored: every call rebuilds them from the irreps blocks
 (``Q_out[r, :] beta_e Q_in^T``, ``D R (d_out d_in + d_in I) S`` multiply-adds, independent of the number of field
@@ -41,7 +43,7 @@ from ._folded import workspace
 
 __all__ = ["GConvPlan", "gconv_expand", "grid_orbits"]
 
-_META = 19
+_META = 21
 _KERNELS: dict[str, Any] = {}
 # layers with fewer GEMM multiply-adds than this run the whole expansion in one numba call per pass
 _SMALL_MACS = 400_000
@@ -141,6 +143,42 @@ def grid_orbits(basis) -> tuple:
     return value
 
 
+def row_plan(rep_of: np.ndarray, elem_of: np.ndarray, sigma: np.ndarray) -> tuple:
+    """How the kernels produce each filter row of a pair from the representatives' rows ``psi`` (see
+    :func:`grid_orbits`).
+
+    Returns ``(kind, src, st_r, st_h)``. ``kind[o]``: 0 copy of ``psi[src[o]]`` (identity grid permutation), 1 its
+    reversal (the half turn on a centred grid), 2 copy of stage ``src[o]``, 3 its reversal. Stage ``k`` is
+    ``psi[st_r[k], :, sigma[st_h[k]]]``: one scalar gather per field pair that serves every row whose grid
+    permutation is ``sigma[st_h[k]]`` or its reversal (for quarter turns: the rows of 90 and 270 degrees).
+    """
+    S = sigma.shape[1]
+    ident = np.arange(S)
+    kind = np.empty(len(rep_of), dtype=np.int64)
+    src = np.empty(len(rep_of), dtype=np.int64)
+    stages: list[tuple[int, int]] = []
+    for o in range(len(rep_of)):
+        r, sg = int(rep_of[o]), sigma[elem_of[o]]
+        if np.array_equal(sg, ident):
+            kind[o], src[o] = 0, r
+        elif np.array_equal(sg, ident[::-1]):
+            kind[o], src[o] = 1, r
+        else:
+            for k, (r2, h2) in enumerate(stages):
+                if r2 == r and np.array_equal(sigma[h2], sg):
+                    kind[o], src[o] = 2, k
+                    break
+                if r2 == r and np.array_equal(sigma[h2][::-1], sg):
+                    kind[o], src[o] = 3, k
+                    break
+            else:
+                kind[o], src[o] = 2, len(stages)
+                stages.append((r, int(elem_of[o])))
+    st_r = np.array([r for r, _ in stages], dtype=np.int64)
+    st_h = np.array([h for _, h in stages], dtype=np.int64)
+    return kind, src, st_r, st_h
+
+
 # ---------------------------------------------------------------------------------------------------- kernels
 def _build_kernels() -> dict[str, Any]:
     if not _KERNELS:
@@ -161,14 +199,16 @@ class GConvPlan:
         dtype: ``torch.float32`` or ``torch.float64``.
 
     Attributes:
-        i64: int64 header, per representation pair ``meta`` ``(P, 19)`` (``n_out, n_in, O, I, D, R``, weight start,
+        i64: int64 header, per representation pair ``meta`` ``(P, 21)`` (``n_out, n_in, O, I, D, R``, weight start,
             offsets of its output / input field starts, of its elements, of its rows in the rebuilt basis ``brow``
             and of its ``psi`` block (``(F, R I S)``), the length of its rows (``D R I S``), offset of its orbit
             tables, ``F``, offsets of its signs (-1: all +1), of ``Q_out[reps, :]`` and of ``Q_in`` (-1: identity),
-            ``|H|``), the task offsets (one task per output field) and the field start channels.
+            ``|H|``, offset of its row plan, number of its stages), the task offsets (one task per output field) and
+            the field start channels.
         i32: the element table ``(sum D, 5)`` (row, column, ``d_out``, ``d_in``, first value row) and per pair the
-            orbit tables (``rep_of`` ``(O,)``, ``elem_of`` ``(O,)``, ``in_src`` ``(O, I)``, ``sigma`` ``(|H|, S)``);
-            the kernels expand them into per-entry index tables of ``O I S`` entries at each call.
+            orbit tables (``rep_of`` ``(O,)``, ``elem_of`` ``(O,)``, ``in_src`` ``(O, I)``, ``sigma`` ``(|H|, S)``)
+            and the row plan of :func:`row_plan` (``kind`` ``(O,)``, ``src`` ``(O,)``, stage rows and elements); the
+            kernels expand the stages' index tables (``I S`` entries each) at each call.
         flt: the distinct irreps-block rows ``(rows, S)``, then per pair the signs (if any), ``Q_out[reps, :]`` and
             ``Q_in``.
         stored_bytes: bytes of the three arrays.
@@ -221,6 +261,10 @@ class GConvPlan:
             nH = len(sigma)
             for part in (rep_of, elem_of, in_src, sigma):
                 tab += np.asarray(part).reshape(-1).tolist()
+            rp = len(tab)
+            kind, src, st_r, st_h = row_plan(rep_of, elem_of, sigma)
+            for part in (kind, src, st_r, st_h):
+                tab += part.tolist()
             F = p.n_out * p.n_in
             flt_parts = []
             if np.all(sign == 1.0):
@@ -241,7 +285,8 @@ class GConvPlan:
                 extra_len += I * I
             extra += flt_parts
             pending.append(
-                [p.n_out, p.n_in, O, I, D, R, p.start, of, if_, e0, n_brow, n_psi, D * RIS, tb, F, sg, qo, qi, nH]
+                [p.n_out, p.n_in, O, I, D, R, p.start, of, if_, e0, n_brow, n_psi, D * RIS, tb, F, sg, qo, qi, nH, rp,
+                 len(st_r)]
             )
             n_brow += D * RIS
             n_psi += F * RIS

@@ -1,11 +1,16 @@
 """numba kernels of :mod:`._gconv` (CPU), imported on first use.
 
 Module-level functions, so that numba's on-disk cache reuses the compiled code in later processes (functions defined
-inside a function are recompiled in every process).
+inside a function are recompiled in every process). The row copies use explicit SIMD vectors
+(:mod:`equitp.executors.cpu._simd`): LLVM's loop vectoriser runs rows of ``S = 25`` entries scalar (its vector loop
+steps 32 elements), and array helpers inlined by numba would add reference counting calls in the loop; the copy
+loops are therefore written out in the kernels.
 """
 
 import numba
 import numpy as np
+
+from ..executors.cpu._simd import vfma, vload, vreverse, vstore, vwidth, vzero
 
 
 @numba.njit(cache=True, inline="always")
@@ -13,7 +18,7 @@ def _unpack(i64, i32, flt):
     # header: P, meta offset, task_off offset, fstart offset, n_elem, C_in, S, n_brow, n_psi, C_out, k,
     # every filter entry written (no zero fill), dim
     P = i64[0]
-    meta = i64[i64[1]:i64[1] + P * 19].reshape((P, 19))
+    meta = i64[i64[1]:i64[1] + P * 21].reshape((P, 21))
     task_off = i64[i64[2]:i64[2] + P + 1]
     fstart = i64[i64[3]:]
     elem = i32[:5 * i64[4]].reshape((i64[4], 5))
@@ -83,156 +88,220 @@ def _task(meta, task_off, t, p):
     return p, t - task_off[p]
 
 
-# Orbit tables of a pair (int32, from meta[p, 13]): rep_of (O), elem_of (O), in_src (O, I), sigma (nH, S).
+# Orbit tables of a pair (int32, from meta[p, 13]): rep_of (O), elem_of (O), in_src (O, I), sigma (nH, S); row plan
+# (from meta[p, 19]): kind (O), src (O), stage rep (n_st), stage element (n_st), n_st = meta[p, 20].
+#
+# Row o of a field pair's filter block is ``sign[o, i] * X[src[o], in_src[o, i], perm(s)]`` per input index i, where
+# by kind: 0: X = the psi block (src = rep_of[o]), perm = identity; 1: psi, perm = reversal (the half turn on a
+# centred grid); 2: stage src, identity; 3: stage src, reversal. A stage k is ``psi[st_r[k], b, sigma[st_h[k], t]]``
+# (one scalar gather of I S entries per field pair); rows of the other grid symmetries are vector copies (reversed
+# or not) of the psi block or of a stage, in runs of consecutive input indices.
 @numba.njit(cache=True, inline="always")
-def _tables(meta, tab, flt, S, p, idx, sgn):
-    # per output row o and filter entry j = i * S + s of a field pair: idx[o * IS + j] the entry (r, b, s') of
-    # the pair's psi block it reads, sgn its sign
-    O = meta[p, 2]
+def _stage_index(meta, tab, S, p, stix):
+    # stix[k * IS + b * S + t] = offset in the psi block of stage k's entry (b, t)
     I = meta[p, 3]
     IS = I * S
+    O = meta[p, 2]
     tb = meta[p, 13]
     t_sig = tb + 2 * O + O * I
-    sg = meta[p, 15]
-    for o in range(O):
-        r0 = tab[tb + o] * IS
-        h = tab[tb + O + o]
-        for i in range(I):
-            b = tab[tb + 2 * O + o * I + i]
-            v = 1.0 if sg < 0 else flt[sg + o * I + i]
-            for s in range(S):
-                idx[o * IS + i * S + s] = r0 + b * S + tab[t_sig + h * S + s]
-                sgn[o * IS + i * S + s] = v
+    rp = meta[p, 19]
+    n_st = meta[p, 20]
+    for k in range(n_st):
+        r0 = tab[rp + 2 * O + k] * IS
+        h = tab[rp + 2 * O + n_st + k]
+        for b in range(I):
+            for t in range(S):
+                stix[k * IS + b * S + t] = r0 + b * S + tab[t_sig + h * S + t]
 
 
 @numba.njit(cache=True, inline="always")
 def _scratch(meta, S, like):
-    n = 0
+    n = 1
     for p in range(meta.shape[0]):
-        n = max(n, meta[p, 2] * meta[p, 3] * S)
-    return np.empty(n, dtype=np.int32), np.empty(n, dtype=like.dtype)
+        n = max(n, meta[p, 20] * meta[p, 3] * S)
+    return np.empty(n, dtype=np.int64), np.empty(n, dtype=like.dtype)
 
 
 @numba.njit(cache=True, inline="always", fastmath=True)
 def _gather(meta, task_off, fstart, tab, flt, c_in, S, psi, out, t0, t1):
-    # out[(oc + o), (ic + i), s] = sign * psi[f, rep_of[o], in_src[o, i], sigma[elem_of[o], s]]
-    idx, sgn = _scratch(meta, S, out)
+    # out[(oc + o), (ic + i), s] = sign * psi[f, rep_of[o], in_src[o, i], sigma[elem_of[o], s]] by the row plan
+    stix, stage = _scratch(meta, S, out)
+    one = flt.dtype.type(1.0)
+    vw = vwidth(out)
+    z = vzero(out)
     p = 0
     q = -1
     for t in range(t0, t1):
         p, fo = _task(meta, task_off, t, p)
-        O = meta[p, 2]
         if p != q:
-            _tables(meta, tab, flt, S, p, idx, sgn)
+            _stage_index(meta, tab, S, p, stix)
             q = p
+        O = meta[p, 2]
+        I = meta[p, 3]
         n_in = meta[p, 1]
-        IS = meta[p, 3] * S
+        IS = I * S
         RIS = meta[p, 5] * IS
         oc = fstart[meta[p, 7] + fo]
-        signed = meta[p, 15] >= 0
+        sg = meta[p, 15]
+        rp = meta[p, 19]
+        n_st = meta[p, 20]
+        ins0 = meta[p, 13] + 2 * O  # in_src[o, i] = tab[ins0 + o * I + i]
         for fi in range(n_in):  # one psi block (in L1) feeds the O rows
-            b0 = meta[p, 11] + (fo * n_in + fi) * RIS
-            seg = psi[b0:b0 + RIS]
+            p0 = meta[p, 11] + (fo * n_in + fi) * RIS
+            for j in range(n_st * IS):
+                stage[j] = psi[np.uint64(p0 + stix[j])]
             ic = fstart[meta[p, 8] + fi]
             for o in range(O):
                 d0 = ((oc + o) * c_in + ic) * S
-                dst = out[d0:d0 + IS]
-                ix = idx[o * IS:(o + 1) * IS]
-                if signed:
-                    sv = sgn[o * IS:(o + 1) * IS]
-                    for j in range(IS):
-                        dst[j] = sv[j] * seg[ix[j]]
-                else:
-                    for j in range(IS):
-                        dst[j] = seg[ix[j]]
+                kd = tab[rp + o]
+                x0 = tab[rp + O + o] * IS + (p0 if kd < 2 else 0)
+                i = 0
+                while i < I:
+                    b = tab[ins0 + o * I + i]
+                    v = one if sg < 0 else flt[sg + o * I + i]
+                    e = d0 + i * S
+                    n = 1
+                    if kd & 1:  # reversed: out[e + j] = v X[a - j]
+                        while i + n < I and tab[ins0 + o * I + i + n] == b - n and (
+                                sg < 0 or flt[sg + o * I + i + n] == v):
+                            n += 1
+                        L = n * S
+                        a = x0 + (b + 1) * S - 1
+                        if L < vw:
+                            if kd < 2:
+                                for j in range(L):
+                                    out[e + j] = v * psi[a - j]
+                            else:
+                                for j in range(L):
+                                    out[e + j] = v * stage[a - j]
+                        elif kd < 2:  # whole vectors, the last one overlapping
+                            j = 0
+                            while j + vw < L:
+                                vstore(out, e + j, vfma(z, vreverse(vload(psi, a - j - vw + 1)), v))
+                                j += vw
+                            vstore(out, e + L - vw, vfma(z, vreverse(vload(psi, a - L + 1)), v))
+                        else:
+                            j = 0
+                            while j + vw < L:
+                                vstore(out, e + j, vfma(z, vreverse(vload(stage, a - j - vw + 1)), v))
+                                j += vw
+                            vstore(out, e + L - vw, vfma(z, vreverse(vload(stage, a - L + 1)), v))
+                    else:  # out[e + j] = v X[a + j]
+                        while i + n < I and tab[ins0 + o * I + i + n] == b + n and (
+                                sg < 0 or flt[sg + o * I + i + n] == v):
+                            n += 1
+                        L = n * S
+                        a = x0 + b * S
+                        if L < vw:
+                            if kd < 2:
+                                for j in range(L):
+                                    out[e + j] = v * psi[a + j]
+                            else:
+                                for j in range(L):
+                                    out[e + j] = v * stage[a + j]
+                        elif kd < 2:
+                            j = 0
+                            while j + vw < L:
+                                vstore(out, e + j, vfma(z, vload(psi, a + j), v))
+                                j += vw
+                            vstore(out, e + L - vw, vfma(z, vload(psi, a + L - vw), v))
+                        else:
+                            j = 0
+                            while j + vw < L:
+                                vstore(out, e + j, vfma(z, vload(stage, a + j), v))
+                                j += vw
+                            vstore(out, e + L - vw, vfma(z, vload(stage, a + L - vw), v))
+                    i += n
 
 
 @numba.njit(cache=True, inline="always", fastmath=True)
 def _scatter(meta, task_off, fstart, tab, flt, c_in, S, g, gpsi, t0, t1):
     # transpose of the gather: gpsi[f, rep_of[o], in_src[o, i], sigma[elem_of[o], s]] += sign * g[(oc + o),
-    # (ic + i), s]. Unsigned pairs sum, for each psi entry, the entries of the rows of its orbit (offsets
-    # off[member, k] from the field pair's first filter entry; orbits of 1, 2, 4, 8 rows written out); signed
-    # pairs add entry by entry.
-    idx, sgn = _scratch(meta, S, g)
-    off = np.empty(idx.shape[0], dtype=np.int64)
-    n_rows = 0
-    for p in range(meta.shape[0]):
-        n_rows = max(n_rows, meta[p, 2])
-    ptr = np.empty(n_rows + 1, dtype=np.int64)
+    # (ic + i), s]; rows of kinds 0 / 1 add into the psi block, 2 / 3 into their stage (vectors), then each stage is
+    # added into the psi block through its index (scalar)
+    stix, stage = _scratch(meta, S, g)
+    one = flt.dtype.type(1.0)
+    vw = vwidth(g)
     p = 0
     q = -1
     for t in range(t0, t1):
         p, fo = _task(meta, task_off, t, p)
-        O = meta[p, 2]
-        IS = meta[p, 3] * S
-        R = meta[p, 5]
-        RIS = R * IS
-        signed = meta[p, 15] >= 0
         if p != q:
-            _tables(meta, tab, flt, S, p, idx, sgn)
+            _stage_index(meta, tab, S, p, stix)
             q = p
-            if not signed:
-                tb = meta[p, 13]
-                c = 0
-                for r in range(R):
-                    ptr[r] = c
-                    for o in range(O):
-                        if tab[tb + o] == r:
-                            for j in range(IS):
-                                off[c * IS + idx[o * IS + j] - r * IS] = o * c_in * S + j
-                            c += 1
-                ptr[R] = c
+        O = meta[p, 2]
+        I = meta[p, 3]
         n_in = meta[p, 1]
+        IS = I * S
+        RIS = meta[p, 5] * IS
         oc = fstart[meta[p, 7] + fo]
-        base = meta[p, 11] + fo * n_in * RIS
+        sg = meta[p, 15]
+        rp = meta[p, 19]
+        n_st = meta[p, 20]
+        ins0 = meta[p, 13] + 2 * O
         for fi in range(n_in):
-            seg = gpsi[base + fi * RIS:base + (fi + 1) * RIS]
-            g0 = (oc * c_in + fstart[meta[p, 8] + fi]) * S
-            if not signed:
-                for r in range(R):
-                    dst = seg[r * IS:(r + 1) * IS]
-                    m0 = ptr[r]
-                    M = ptr[r + 1] - m0
-                    a0 = off[m0 * IS:(m0 + 1) * IS]
-                    if M == 1:
-                        for k in range(IS):
-                            dst[k] = g[g0 + a0[k]]
-                    elif M == 2:
-                        a1 = off[(m0 + 1) * IS:(m0 + 2) * IS]
-                        for k in range(IS):
-                            dst[k] = g[g0 + a0[k]] + g[g0 + a1[k]]
-                    elif M == 4:
-                        a1 = off[(m0 + 1) * IS:(m0 + 2) * IS]
-                        a2 = off[(m0 + 2) * IS:(m0 + 3) * IS]
-                        a3 = off[(m0 + 3) * IS:(m0 + 4) * IS]
-                        for k in range(IS):
-                            dst[k] = g[g0 + a0[k]] + g[g0 + a1[k]] + g[g0 + a2[k]] + g[g0 + a3[k]]
-                    elif M == 8:
-                        a1 = off[(m0 + 1) * IS:(m0 + 2) * IS]
-                        a2 = off[(m0 + 2) * IS:(m0 + 3) * IS]
-                        a3 = off[(m0 + 3) * IS:(m0 + 4) * IS]
-                        a4 = off[(m0 + 4) * IS:(m0 + 5) * IS]
-                        a5 = off[(m0 + 5) * IS:(m0 + 6) * IS]
-                        a6 = off[(m0 + 6) * IS:(m0 + 7) * IS]
-                        a7 = off[(m0 + 7) * IS:(m0 + 8) * IS]
-                        for k in range(IS):
-                            dst[k] = ((g[g0 + a0[k]] + g[g0 + a1[k]]) + (g[g0 + a2[k]] + g[g0 + a3[k]])) + (
-                                (g[g0 + a4[k]] + g[g0 + a5[k]]) + (g[g0 + a6[k]] + g[g0 + a7[k]]))
-                    else:  # orbit sizes divide |H| (a subgroup of the 8 grid symmetries): not reached
-                        for k in range(IS):
-                            acc = 0.0
-                            for m in range(m0, m0 + M):
-                                acc += g[g0 + off[m * IS + k]]
-                            dst[k] = acc
-                continue
+            p0 = meta[p, 11] + (fo * n_in + fi) * RIS
             for j in range(RIS):
-                seg[j] = 0.0
+                gpsi[p0 + j] = 0.0
+            for j in range(n_st * IS):
+                stage[j] = 0.0
+            ic = fstart[meta[p, 8] + fi]
             for o in range(O):
-                src = g[g0 + o * c_in * S:g0 + o * c_in * S + IS]
-                ix = idx[o * IS:(o + 1) * IS]
-                sv = sgn[o * IS:(o + 1) * IS]
-                for j in range(IS):
-                    seg[ix[j]] += sv[j] * src[j]
+                d0 = ((oc + o) * c_in + ic) * S
+                kd = tab[rp + o]
+                x0 = tab[rp + O + o] * IS + (p0 if kd < 2 else 0)
+                i = 0
+                while i < I:
+                    b = tab[ins0 + o * I + i]
+                    v = one if sg < 0 else flt[sg + o * I + i]
+                    e = d0 + i * S
+                    n = 1
+                    j = 0
+                    if kd & 1:  # X[a - j] += v g[e + j]
+                        while i + n < I and tab[ins0 + o * I + i + n] == b - n and (
+                                sg < 0 or flt[sg + o * I + i + n] == v):
+                            n += 1
+                        L = n * S
+                        a = x0 + (b + 1) * S - 1
+                        if kd < 2:
+                            while j + vw <= L:
+                                c = a - j - vw + 1
+                                vstore(gpsi, c, vfma(vload(gpsi, c), vreverse(vload(g, e + j)), v))
+                                j += vw
+                            while j < L:
+                                gpsi[a - j] += v * g[e + j]
+                                j += 1
+                        else:
+                            while j + vw <= L:
+                                c = a - j - vw + 1
+                                vstore(stage, c, vfma(vload(stage, c), vreverse(vload(g, e + j)), v))
+                                j += vw
+                            while j < L:
+                                stage[a - j] += v * g[e + j]
+                                j += 1
+                    else:  # X[a + j] += v g[e + j]
+                        while i + n < I and tab[ins0 + o * I + i + n] == b + n and (
+                                sg < 0 or flt[sg + o * I + i + n] == v):
+                            n += 1
+                        L = n * S
+                        a = x0 + b * S
+                        if kd < 2:
+                            while j + vw <= L:
+                                vstore(gpsi, a + j, vfma(vload(gpsi, a + j), vload(g, e + j), v))
+                                j += vw
+                            while j < L:
+                                gpsi[a + j] += v * g[e + j]
+                                j += 1
+                        else:
+                            while j + vw <= L:
+                                vstore(stage, a + j, vfma(vload(stage, a + j), vload(g, e + j), v))
+                                j += vw
+                            while j < L:
+                                stage[a + j] += v * g[e + j]
+                                j += 1
+                    i += n
+            for j in range(n_st * IS):
+                gpsi[np.uint64(p0 + stix[j])] += stage[j]
 
 
 @numba.njit(cache=True, fastmath=True)

@@ -9,7 +9,7 @@ target-specific instructions.
 
 ``vload(a, i)`` / ``vstore(a, i, v)``: the ``vwidth(a)`` elements ``a[i:i + vwidth(a)]`` (unaligned; the caller keeps
 them in bounds). ``vfma(acc, v, s)``: ``acc + v * s`` for a scalar ``s``. ``vadd``, ``vmul``: element-wise.
-``vzero(a)``: a zero vector of ``a``'s dtype.
+``vzero(a)``: a zero vector of ``a``'s dtype. ``vreverse(v)``: the elements in reverse order (one shuffle).
 """
 
 from __future__ import annotations
@@ -139,6 +139,21 @@ def vmul(typingctx, a, b):
 
 
 @intrinsic
+def vreverse(typingctx, v):
+    """The vector's elements in reverse order (a constant shuffle)."""
+    if not isinstance(v, Vector):
+        return None
+
+    def codegen(context, builder, sig, args):
+        x = args[0]
+        n = x.type.count
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), n), list(range(n - 1, -1, -1)))
+        return builder.shuffle_vector(x, ir.Constant(x.type, ir.Undefined), mask)
+
+    return v(v), codegen
+
+
+@intrinsic
 def vsum(typingctx, v):
     """The sum of a vector's elements (a tree of halving shuffles and adds)."""
     if not isinstance(v, Vector):
@@ -200,3 +215,4 @@ def vtranspose(typingctx, src, src_off, src_stride, dst, dst_off, dst_stride):
         return context.get_dummy_value()
 
     return types.void(src, src_off, src_stride, dst, dst_off, dst_stride), codegen
+
