@@ -216,3 +216,38 @@ def vtranspose(typingctx, src, src_off, src_stride, dst, dst_off, dst_stride):
 
     return types.void(src, src_off, src_stride, dst, dst_off, dst_stride), codegen
 
+
+
+def _contiguous(arrty):
+    if not isinstance(arrty, types.Array) or arrty.layout != "C":
+        raise TypeError(f"flat element access needs a C-contiguous array, got {arrty}")
+
+
+@intrinsic
+def load_at(typingctx, arr, idx):
+    """``arr.flat[idx]`` of a C-contiguous array of any rank, unchecked: no view (numba's slice views update a
+    reference count, an atomic operation) and no negative-index wraparound (a select per access that also keeps LLVM
+    from recognising consecutive accesses). The caller keeps ``idx`` in bounds."""
+    _contiguous(arr)
+    if not isinstance(idx, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.load(_element_pointer(context, builder, sig.args[0], args[0], args[1]))
+
+    return arr.dtype(arr, idx), codegen
+
+
+@intrinsic
+def store_at(typingctx, arr, idx, v):
+    """``arr.flat[idx] = v`` of a C-contiguous array of any rank, unchecked (see :func:`load_at`)."""
+    _contiguous(arr)
+    if not isinstance(idx, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        val = context.cast(builder, args[2], sig.args[2], sig.args[0].dtype)
+        builder.store(val, _element_pointer(context, builder, sig.args[0], args[0], args[1]))
+        return context.get_dummy_value()
+
+    return types.void(arr, idx, v), codegen
