@@ -30,113 +30,10 @@ _ASTR, _BSTR, _CSTR = 17, 18, 19
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
-def _copy(src, dst, n):
-    # explicit loop: numba's slice assignment goes through a generic broadcasting copy, ~100 ns per call
-    for r in range(n):
-        dst[r] = src[r]
-
-
-@numba.njit(fastmath=True, cache=True, inline="always")
-def _to_mul_ir(src, blk, mul, d):
-    # blk[u * d + i] = src[i * mul + u] (one segment, ir_mul -> mul_ir). For d = 3, 5, 7 the d interleaved stores of
-    # one channel are written out, which LLVM turns into vector shuffles (about twice as fast as d strided passes)
-    if d == 3:
-        r0, r1, r2 = src[0:mul], src[mul : 2 * mul], src[2 * mul : 3 * mul]
-        for u in range(mul):
-            o = 3 * u
-            blk[o] = r0[u]
-            blk[o + 1] = r1[u]
-            blk[o + 2] = r2[u]
-    elif d == 5:
-        r0, r1, r2 = src[0:mul], src[mul : 2 * mul], src[2 * mul : 3 * mul]
-        r3, r4 = src[3 * mul : 4 * mul], src[4 * mul : 5 * mul]
-        for u in range(mul):
-            o = 5 * u
-            blk[o] = r0[u]
-            blk[o + 1] = r1[u]
-            blk[o + 2] = r2[u]
-            blk[o + 3] = r3[u]
-            blk[o + 4] = r4[u]
-    elif d == 7:
-        r0, r1, r2, r3 = src[0:mul], src[mul : 2 * mul], src[2 * mul : 3 * mul], src[3 * mul : 4 * mul]
-        r4, r5, r6 = src[4 * mul : 5 * mul], src[5 * mul : 6 * mul], src[6 * mul : 7 * mul]
-        for u in range(mul):
-            o = 7 * u
-            blk[o] = r0[u]
-            blk[o + 1] = r1[u]
-            blk[o + 2] = r2[u]
-            blk[o + 3] = r3[u]
-            blk[o + 4] = r4[u]
-            blk[o + 5] = r5[u]
-            blk[o + 6] = r6[u]
-    else:
-        for i in range(d):
-            row = src[i * mul : (i + 1) * mul]
-            col = blk[i:]
-            for u in range(mul):
-                col[u * d] = row[u]
-
-
-@numba.njit(fastmath=True, cache=True, inline="always")
-def _to_ir_mul(blk, dst, mul, d):
-    # dst[i * mul + u] = blk[u * d + i] (one segment, mul_ir -> ir_mul), the inverse of _to_mul_ir
-    if d == 3:
-        r0, r1, r2 = dst[0:mul], dst[mul : 2 * mul], dst[2 * mul : 3 * mul]
-        for u in range(mul):
-            o = 3 * u
-            r0[u] = blk[o]
-            r1[u] = blk[o + 1]
-            r2[u] = blk[o + 2]
-    elif d == 5:
-        r0, r1, r2 = dst[0:mul], dst[mul : 2 * mul], dst[2 * mul : 3 * mul]
-        r3, r4 = dst[3 * mul : 4 * mul], dst[4 * mul : 5 * mul]
-        for u in range(mul):
-            o = 5 * u
-            r0[u] = blk[o]
-            r1[u] = blk[o + 1]
-            r2[u] = blk[o + 2]
-            r3[u] = blk[o + 3]
-            r4[u] = blk[o + 4]
-    elif d == 7:
-        r0, r1, r2, r3 = dst[0:mul], dst[mul : 2 * mul], dst[2 * mul : 3 * mul], dst[3 * mul : 4 * mul]
-        r4, r5, r6 = dst[4 * mul : 5 * mul], dst[5 * mul : 6 * mul], dst[6 * mul : 7 * mul]
-        for u in range(mul):
-            o = 7 * u
-            r0[u] = blk[o]
-            r1[u] = blk[o + 1]
-            r2[u] = blk[o + 2]
-            r3[u] = blk[o + 3]
-            r4[u] = blk[o + 4]
-            r5[u] = blk[o + 5]
-            r6[u] = blk[o + 6]
-    else:
-        for i in range(d):
-            row = dst[i * mul : (i + 1) * mul]
-            col = blk[i:]
-            for u in range(mul):
-                row[u] = col[u * d]
-
-
-@numba.njit(fastmath=True, cache=True, inline="always")
-def _load(src, dst, segs, transpose):
-    # src: one item (dim,) in the global layout; dst: local buffer in ir_mul order (X[u, i] at off + i * mul + u)
-    if not transpose:
-        _copy(src, dst, src.shape[0])
-        return
-    for s in range(segs.shape[0]):
-        off = segs[s, 0]
-        mul = segs[s, 1]
-        d = segs[s, 2]
-        if d == 1:
-            _copy(src[off : off + mul], dst[off : off + mul], mul)
-            continue
-        _to_ir_mul(src[off : off + mul * d], dst[off : off + mul * d], mul, d)
-
-
-@numba.njit(fastmath=True, cache=True, inline="always")
 def _load_row(src, z, dst, segs, transpose):
-    # _load of row z of the 2-D src by flat element indices: no views (each would update a reference count, an atomic
-    # operation; a few dozen per item added up to ~15% of the fully connected kernel's time)
+    # row z of the 2-D src (global layout) into the item buffer dst (ir_mul order: X[u, i] at off + i * mul + u), by
+    # flat element indices: no views (each would update a reference count, an atomic operation; a few dozen per item
+    # added up to ~15% of the fully connected kernel's time)
     n = src.shape[1]
     base = z * n
     if not transpose:
@@ -173,7 +70,8 @@ def _load_row(src, z, dst, segs, transpose):
 
 @numba.njit(fastmath=True, cache=True, inline="always")
 def _store_row(src, dst, z, segs, transpose):
-    # _store into row z of the 2-D dst by flat element indices (the inverse of _load_row)
+    # the item buffer src (ir_mul order) into row z of the 2-D dst (global layout), by flat element indices (the
+    # inverse of _load_row)
     n = dst.shape[1]
     base = z * n
     if not transpose:
@@ -206,21 +104,6 @@ def _store_row(src, dst, z, segs, transpose):
             for i in range(d):
                 for u in range(mul):
                     store_at(dst, b + u * d + i, load_at(src, off + i * mul + u))
-
-
-@numba.njit(fastmath=True, cache=True, inline="always")
-def _store(src, dst, segs, transpose):
-    if not transpose:
-        _copy(src, dst, src.shape[0])
-        return
-    for s in range(segs.shape[0]):
-        off = segs[s, 0]
-        mul = segs[s, 1]
-        d = segs[s, 2]
-        if d == 1:
-            _copy(src[off : off + mul], dst[off : off + mul], mul)
-            continue
-        _to_mul_ir(src[off : off + mul * d], dst[off : off + mul * d], mul, d)
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
@@ -375,11 +258,11 @@ def _forward_form(table, ci, cj, ck, cv, W, w_batched, A, B, C, segA, segB, segC
     Cb = np.empty(C.shape[1], dtype=A.dtype)
     T = np.empty(tsize, dtype=A.dtype)
     for z in range(z0, z1):
-        _load(A[z], Ab, segA, transpose)
-        _load(B[z], Bb, segB, transpose)
+        _load_row(A, z, Ab, segA, transpose)
+        _load_row(B, z, Bb, segB, transpose)
         _zero(Cb, C.shape[1])
         _item_ff(table, ci, cj, ck, cv, W[z] if w_batched else W[0], Ab, Bb, Cb, T, weightless)
-        _store(Cb, C[z], segC, transpose)
+        _store_row(Cb, C, z, segC, transpose)
 
 
 
@@ -472,9 +355,9 @@ def _weight_form(table, ci, cj, ck, cv, GW, w_batched, A, B, G, segA, segB, segG
     if not w_batched:
         _zero(GW[q], numel)
     for z in range(z0, z1):
-        _load(A[z], Ab, segA, transpose)
-        _load(B[z], Bb, segB, transpose)
-        _load(G[z], Gb, segG, transpose)
+        _load_row(A, z, Ab, segA, transpose)
+        _load_row(B, z, Bb, segB, transpose)
+        _load_row(G, z, Gb, segG, transpose)
         GWrow = GW[z] if w_batched else GW[q]
         if w_batched:
             _zero(GWrow, numel)
@@ -499,18 +382,18 @@ def _backward_fused(
     if need_w and not w_batched:
         _zero(GW[q], numel)
     for z in range(z0, z1):
-        _load(X[z], Xb, seg1, transpose)
-        _load(Y[z], Yb, seg2, transpose)
-        _load(G[z], Gb, seg3, transpose)
+        _load_row(X, z, Xb, seg1, transpose)
+        _load_row(Y, z, Yb, seg2, transpose)
+        _load_row(G, z, Gb, seg3, transpose)
         Wrow = W[z] if w_batched else W[0]
         if need_x:
             _zero(GXb, X.shape[1])
             _item_ff(t1, i1, j1, k1, v1, Wrow, Yb, Gb, GXb, T, weightless)
-            _store(GXb, GX[z], seg1, transpose)
+            _store_row(GXb, GX, z, seg1, transpose)
         if need_y:
             _zero(GYb, Y.shape[1])
             _item_ff(t2, i2, j2, k2, v2, Wrow, Xb, Gb, GYb, T, weightless)
-            _store(GYb, GY[z], seg2, transpose)
+            _store_row(GYb, GY, z, seg2, transpose)
         if need_w:
             GWrow = GW[z] if w_batched else GW[q]
             if w_batched:
