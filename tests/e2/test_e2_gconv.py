@@ -216,3 +216,29 @@ def test_gconv_bad_input():
         lb.expand(torch.randn(lb.dim, dtype=torch.float64, device="meta"), "block", "gconv")
     with pytest.raises(ValueError, match="float32 or float64"):
         GConvPlan(lb, torch.float16)
+
+
+def test_gconv_filter_pool_reuses_only_released_filters():
+    """Large filters come from the CPU buffer pool: a live filter (held directly or saved by autograd) is never
+    overwritten, and a released one is handed out again (no fresh pages per training step)."""
+    c8 = e2.rot2d(8)
+    ft = e2.FieldType(c8, [c8.regular_repr] * 16)  # a 1.6 MB filter: above the pool's 1 MiB threshold
+    lb = e2.layer_basis(ft, ft, e2.basis_params(5))
+    plan = GConvPlan(lb, torch.float32)
+    assert not plan.small
+    w1, w2 = torch.randn(lb.dim), torch.randn(lb.dim, requires_grad=True)
+    a = gconv_expand(plan, w1)
+    a_copy = a.clone()
+    b = gconv_expand(plan, w2)  # saved for its backward by nobody, but alive here
+    c = gconv_expand(plan, w1 * 2)
+    torch.testing.assert_close(a, a_copy)
+    torch.testing.assert_close(c, 2 * a_copy)
+    assert len({a.data_ptr(), b.data_ptr(), c.data_ptr()}) == 3
+    ptr = a.data_ptr()
+    del a
+    d = gconv_expand(plan, w1)
+    assert d.data_ptr() == ptr
+    torch.testing.assert_close(d, a_copy)
+    (gw,) = torch.autograd.grad(b, w2, torch.ones_like(b))
+    (gw_padded,) = torch.autograd.grad(lb.expand(w2, "padded"), w2, torch.ones_like(b))
+    torch.testing.assert_close(gw, gw_padded, rtol=1e-4, atol=1e-4)

@@ -28,6 +28,13 @@ __all__ = ["run_e2_suite", "format_e2_table", "calibrate_cost_model"]
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
+def _fixed_grad(like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A fixed upstream gradient shaped like ``like``, made once per case and reused by every backward (as the tensor
+    product runner does): allocating and filling it is the caller's cost, not the expansion's."""
+    g = torch.randn(like.shape, generator=gen, dtype=torch.float64)
+    return g.to(dtype=like.dtype, device=like.device)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -177,6 +184,7 @@ def _bench_expansion(quick, device, dtype, repeats, progress, cases=None) -> lis
         w.requires_grad_(True)
         ref = lb.expand(w, "padded").detach()
         err = float((lb.expand(w, "block").detach() - ref).abs().max() / ref.abs().max())
+        g_out = _fixed_grad(ref, gen)
 
         def fwd(expansion):
             return lambda: lb.expand(w, expansion)
@@ -184,7 +192,7 @@ def _bench_expansion(quick, device, dtype, repeats, progress, cases=None) -> lis
         def fwd_bwd(expansion):
             def f():
                 y = lb.expand(w, expansion)
-                (g,) = torch.autograd.grad(y, w, torch.ones_like(y))
+                (g,) = torch.autograd.grad(y, w, g_out)
                 return g
 
             return f
@@ -239,12 +247,15 @@ def _bench_e2cnn_expansion(quick, device, dtype, repeats, progress) -> list[dict
     exp = conv._basisexpansion
     w = conv.weights
 
+    with torch.no_grad():
+        g_out = _fixed_grad(exp(w), torch.Generator(device="cpu").manual_seed(0))
+
     def fwd():
         return exp(w)
 
     def fwd_bwd():
         y = exp(w)
-        return torch.autograd.grad(y, w, torch.ones_like(y))
+        return torch.autograd.grad(y, w, g_out)
 
     stats = _time_alternating({"fwd": fwd, "fwd+bwd": fwd_bwd}, device, repeats)
     return [
@@ -271,6 +282,8 @@ def _bench_r2conv(quick, device, dtype, repeats, progress) -> list[dict]:
     convs["block"].load_state_dict(convs["padded"].state_dict())
     plain = torch.nn.Conv2d(ft.size, ft.size, 5, padding=2).to(device=device, dtype=dtype)
     x = torch.randn(batch, ft.size, size, size, device=device, dtype=dtype)
+    with torch.no_grad():
+        g_out = _fixed_grad(plain(x), torch.Generator(device="cpu").manual_seed(1))
 
     def fwd(m):
         return lambda: m(x)
@@ -278,7 +291,7 @@ def _bench_r2conv(quick, device, dtype, repeats, progress) -> list[dict]:
     def fwd_bwd(m):
         def f():
             y = m(x)
-            y.backward(torch.ones_like(y))
+            y.backward(g_out)
 
         return f
 

@@ -10,13 +10,17 @@ loops are therefore written out in the kernels.
 import numba
 import numpy as np
 
-from ..executors.cpu._simd import vfma, vload, vreverse, vstore, vwidth, vzero
+from ..executors.cpu._simd import keepalive, unmanaged, vadd, vfma, vload, vmul, vreverse, vstore, vsum, vwidth, vzero
 
 
 @numba.njit(cache=True, inline="always")
 def _unpack(i64, i32, flt):
     # header: P, meta offset, task_off offset, fstart offset, n_elem, C_in, S, n_brow, n_psi, C_out, k,
     # every filter entry written (no zero fill), dim
+    # views of the unmanaged arguments (the calling kernel's arguments, alive for the call): slicing them in the loops
+    # updates no reference count (see executors.cpu._simd.unmanaged)
+    i64 = unmanaged(i64)
+    i32 = unmanaged(i32)
     P = i64[0]
     meta = i64[i64[1]:i64[1] + P * 21].reshape((P, 21))
     task_off = i64[i64[2]:i64[2] + P + 1]
@@ -29,7 +33,10 @@ def _unpack(i64, i32, flt):
 @numba.njit(cache=True, inline="always")
 def _rows(meta, elem, flt, S, brow):
     # brow[p: e, r, i, s] = sum_{a, b} Q_out[rep_r, oo + a] beta_e[a, b, s] Q_in[i, ii + b]
-    tmp = np.empty(2 * S, dtype=brow.dtype)
+    tmp_buf = np.empty(2 * S, dtype=brow.dtype)
+    tmp = unmanaged(tmp_buf)
+    flt = unmanaged(flt)
+    brow = unmanaged(brow)
     for p in range(meta.shape[0]):
         O = meta[p, 2]
         I = meta[p, 3]
@@ -79,6 +86,7 @@ def _rows(meta, elem, flt, S, brow):
                                 t = tmp[b * S:(b + 1) * S]
                                 for s in range(S):
                                     d[s] += c * t[s]
+    keepalive(tmp_buf)
 
 
 @numba.njit(cache=True, inline="always")
@@ -338,6 +346,71 @@ def scatter_par(i64, i32, flt, g, gpsi, n_chunks):
         _scatter(meta, task_off, fstart, tab, flt, c_in, S, g, gpsi, c * n // n_chunks, (c + 1) * n // n_chunks)
 
 
+@numba.njit(cache=True, inline="always", fastmath=True)
+def _small_gemm(psi, p0, w, w0, brow, b0, F, D, RIS):
+    # psi[p0 + f RIS + j] = sum_e w[w0 + f D + e] brow[b0 + e RIS + j]: four vectors of j at a time (four independent
+    # accumulation chains over e, in registers), then single vectors, then the scalar tail
+    VW = vwidth(psi)
+    for f in range(F):
+        d0 = p0 + f * RIS
+        wf = w0 + f * D
+        j = 0
+        while j + 4 * VW <= RIS:
+            a0 = vzero(psi)
+            a1 = vzero(psi)
+            a2 = vzero(psi)
+            a3 = vzero(psi)
+            for e in range(D):
+                we = w[wf + e]
+                r = b0 + e * RIS + j
+                a0 = vfma(a0, vload(brow, r), we)
+                a1 = vfma(a1, vload(brow, r + VW), we)
+                a2 = vfma(a2, vload(brow, r + 2 * VW), we)
+                a3 = vfma(a3, vload(brow, r + 3 * VW), we)
+            vstore(psi, d0 + j, a0)
+            vstore(psi, d0 + j + VW, a1)
+            vstore(psi, d0 + j + 2 * VW, a2)
+            vstore(psi, d0 + j + 3 * VW, a3)
+            j += 4 * VW
+        while j + VW <= RIS:
+            a0 = vzero(psi)
+            for e in range(D):
+                a0 = vfma(a0, vload(brow, b0 + e * RIS + j), w[wf + e])
+            vstore(psi, d0 + j, a0)
+            j += VW
+        while j < RIS:
+            t = 0.0
+            for e in range(D):
+                t += w[wf + e] * brow[b0 + e * RIS + j]
+            psi[d0 + j] = t
+            j += 1
+
+
+@numba.njit(cache=True, inline="always", fastmath=True)
+def _small_gemm_t(gw, w0, gpsi, p0, brow, b0, F, D, RIS):
+    # gw[w0 + f D + e] = sum_j gpsi[p0 + f RIS + j] brow[b0 + e RIS + j]: the transpose of _small_gemm, as dot products
+    # of whole vectors (a vector accumulator per e) plus the scalar tail
+    VW = vwidth(gpsi)
+    nv = RIS - RIS % VW
+    for f in range(F):
+        g0 = p0 + f * RIS
+        for e in range(D):
+            r = b0 + e * RIS
+            acc = vzero(gpsi)
+            acc2 = vzero(gpsi)
+            j = 0
+            while j + 2 * VW <= nv:
+                acc = vfma(acc, vmul(vload(gpsi, g0 + j), vload(brow, r + j)), 1.0)
+                acc2 = vfma(acc2, vmul(vload(gpsi, g0 + j + VW), vload(brow, r + j + VW)), 1.0)
+                j += 2 * VW
+            if j < nv:
+                acc = vfma(acc, vmul(vload(gpsi, g0 + j), vload(brow, r + j)), 1.0)
+            t = vsum(vadd(acc, acc2))
+            for j2 in range(nv, RIS):
+                t += gpsi[g0 + j2] * brow[r + j2]
+            gw[w0 + f * D + e] = t
+
+
 @numba.njit(cache=True, fastmath=True)
 def small_forward(i64, i32, flt, w):
     # the whole expansion in one call: rows, psi = W @ rows per pair (loops), gather; returns the filter
@@ -348,25 +421,22 @@ def small_forward(i64, i32, flt, w):
     else:
         out4 = np.zeros((i64[9], c_in, k, k), dtype=flt.dtype)
     out = out4.reshape(out4.size)
-    brow = np.empty(n_brow, dtype=flt.dtype)
+    brow_buf = np.empty(n_brow, dtype=flt.dtype)
+    brow = unmanaged(brow_buf)
     _rows(meta, elem, flt, S, brow)
-    psi = np.empty(n_psi, dtype=flt.dtype)
+    psi_buf = np.empty(n_psi, dtype=flt.dtype)
+    psi = unmanaged(psi_buf)
+    w = unmanaged(w)
     for p in range(meta.shape[0]):
         F = meta[p, 14]
         D = meta[p, 4]
         RIS = meta[p, 5] * meta[p, 3] * S
         w0 = meta[p, 6]
         b0 = meta[p, 10]
-        for f in range(F):
-            dst = psi[meta[p, 11] + f * RIS:meta[p, 11] + (f + 1) * RIS]
-            for j in range(RIS):
-                dst[j] = 0.0
-            for e in range(D):
-                we = w[w0 + f * D + e]
-                src = brow[b0 + e * RIS:b0 + (e + 1) * RIS]
-                for j in range(RIS):
-                    dst[j] += we * src[j]
+        _small_gemm(psi, meta[p, 11], w, w0, brow, b0, F, D, RIS)
     _gather(meta, task_off, fstart, tab, flt, c_in, S, psi, out, 0, task_off[-1])
+    keepalive(brow_buf)
+    keepalive(psi_buf)
     return out4
 
 
@@ -375,9 +445,11 @@ def small_transpose(i64, i32, flt, g4):
     meta, task_off, fstart, elem, tab, c_in, S, n_brow, n_psi = _unpack(i64, i32, flt)
     g = g4.reshape(g4.size)
     gw = np.empty(i64[12], dtype=flt.dtype)
-    brow = np.empty(n_brow, dtype=flt.dtype)
+    brow_buf = np.empty(n_brow, dtype=flt.dtype)
+    brow = unmanaged(brow_buf)
     _rows(meta, elem, flt, S, brow)
-    gpsi = np.empty(n_psi, dtype=flt.dtype)
+    gpsi_buf = np.empty(n_psi, dtype=flt.dtype)
+    gpsi = unmanaged(gpsi_buf)
     _scatter(meta, task_off, fstart, tab, flt, c_in, S, g, gpsi, 0, task_off[-1])
     for p in range(meta.shape[0]):
         F = meta[p, 14]
@@ -385,12 +457,7 @@ def small_transpose(i64, i32, flt, g4):
         RIS = meta[p, 5] * meta[p, 3] * S
         w0 = meta[p, 6]
         b0 = meta[p, 10]
-        for f in range(F):
-            src = gpsi[meta[p, 11] + f * RIS:meta[p, 11] + (f + 1) * RIS]
-            for e in range(D):
-                bv = brow[b0 + e * RIS:b0 + (e + 1) * RIS]
-                acc = 0.0
-                for j in range(RIS):
-                    acc += bv[j] * src[j]
-                gw[w0 + f * D + e] = acc
+        _small_gemm_t(gw, w0, gpsi, meta[p, 11], brow, b0, F, D, RIS)
+    keepalive(brow_buf)
+    keepalive(gpsi_buf)
     return gw

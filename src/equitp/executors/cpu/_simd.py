@@ -251,3 +251,40 @@ def store_at(typingctx, arr, idx, v):
         return context.get_dummy_value()
 
     return types.void(arr, idx, v), codegen
+
+
+@intrinsic
+def unmanaged(typingctx, arr):
+    """``arr`` without its memory manager (a null ``meminfo``): views of it and calls that pass it on update no
+    reference count. numba counts references to an array's buffer with atomic operations on one shared word: a view
+    taken per item, or an array passed to a function that is not inlined, costs two of them, and when two threads do
+    it on the same array (the weights) the word moves between their cores at every update. The caller keeps the
+    original alive while the result is in use: an argument of the calling kernel is, a local buffer needs
+    :func:`keepalive` after its last use through the result."""
+    if not isinstance(arr, types.Array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        src = context.make_array(sig.args[0])(context, builder, args[0])
+        dst = context.make_array(sig.return_type)(context, builder)
+        dst.meminfo = ir.Constant(dst.meminfo.type, None)
+        dst.parent = ir.Constant(dst.parent.type, None)
+        dst.nitems = src.nitems
+        dst.itemsize = src.itemsize
+        dst.data = src.data
+        dst.shape = src.shape
+        dst.strides = src.strides
+        return dst._getvalue()
+
+    return arr(arr), codegen
+
+
+@intrinsic
+def keepalive(typingctx, arr):
+    """A use of ``arr`` that does nothing: placed after the last use of its :func:`unmanaged` view, it keeps numba
+    from releasing it earlier."""
+
+    def codegen(context, builder, sig, args):
+        return context.get_dummy_value()
+
+    return types.void(arr), codegen

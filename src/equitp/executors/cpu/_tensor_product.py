@@ -20,7 +20,7 @@ import numba
 import numpy as np
 import torch
 
-from ._simd import load_at, store_at, vadd, vfma, vload, vmul, vstore, vsum, vtranspose, vwidth, vzero
+from ._simd import keepalive, load_at, store_at, unmanaged, vadd, vfma, vload, vmul, vstore, vsum, vtranspose, vwidth, vzero
 
 __all__ = ["tensor_product_cpu"]
 
@@ -462,43 +462,7 @@ class _CpuPlan:
 
 _plans = {}
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Output buffers: on many machines the first touch of a freshly allocated large tensor (page faults, zeroing by the
-# kernel) costs more than the product itself. Large outputs are therefore taken from a small pool of storages that
-# nobody else references any more (use count 1: only the pool holds them), like a caching allocator. Set
-# EQUITP_CPU_POOL=0 to disable.
-# ---------------------------------------------------------------------------------------------------------------------
-import os as _os  # noqa: E402
-from collections import OrderedDict as _OrderedDict  # noqa: E402
-
-POOL_ENABLED = _os.environ.get("EQUITP_CPU_POOL", "1") != "0"
-_POOL_MIN_BYTES = 1 << 20
-_POOL_KEYS = 16
-_pool_storages = _OrderedDict()
-
-
-def _empty(shape, dtype):
-    numel = 1
-    for s_ in shape:
-        numel *= s_
-    itemsize = torch.empty(0, dtype=dtype).element_size()
-    if not POOL_ENABLED or numel * itemsize < _POOL_MIN_BYTES:
-        return torch.empty(shape, dtype=dtype)
-    key = (numel, dtype)
-    storages = _pool_storages.get(key)
-    if storages is None:
-        storages = _pool_storages[key] = []
-        while len(_pool_storages) > _POOL_KEYS:
-            _pool_storages.popitem(last=False)
-    else:
-        _pool_storages.move_to_end(key)
-    for st in storages:
-        if torch._C._storage_Use_Count(st._cdata) == 1:
-            return torch.empty(0, dtype=dtype).set_(st, 0, tuple(shape))
-    t = torch.empty(shape, dtype=dtype)
-    if len(storages) < 3:
-        storages.append(t.untyped_storage())
-    return t
+from ._pool import empty as _empty  # noqa: E402  (large outputs from the buffer pool)
 
 #: order of the fully connected kernel's paths for tests and benchmarks: None (per path, fewer multiply-adds),
 #: "t-first" or "x-first" (every path; set before the plan is built)
@@ -1535,18 +1499,36 @@ def _uvw_pass(
     ``(N, numel)`` for per-item weights, else ``(nchunks, numel)`` partial sums with this call owning row ``q``.
     ``gw_cover``: the paths cover every weight, so per-item weight gradients are written without zeroing first."""
     dt = W.dtype
-    Xb = np.empty(X.shape[1], dtype=dt)
-    Yb = np.empty(Y.shape[1], dtype=dt)
-    Gb = np.empty(G.shape[1], dtype=dt)
-    Ob = np.empty(O.shape[1], dtype=dt)
-    GXb = np.empty(GX.shape[1], dtype=dt)
-    GYb = np.empty(GY.shape[1], dtype=dt)
-    T = np.empty(tsize, dtype=dt)
-    M = np.empty(tsize, dtype=dt)
-    U = np.empty(tsize, dtype=dt)
+    # one allocation for all the item buffers, used through unmanaged views: the per-item views and the calls to
+    # _uvw_out/_uvw_grads then update no reference count (see _simd.unmanaged); W and GW are arguments, kept alive by
+    # the caller
     VW = vwidth(W)
-    MASK = np.zeros(2 * VW, dtype=dt)
+    sizes = (X.shape[1], Y.shape[1], G.shape[1], O.shape[1], GX.shape[1], GY.shape[1], tsize, tsize, tsize, 2 * VW)
+    buf = np.zeros(sum(sizes), dtype=dt)
+    ubuf = unmanaged(buf)
+    p0 = 0
+    Xb = ubuf[p0:p0 + sizes[0]]
+    p0 += sizes[0]
+    Yb = ubuf[p0:p0 + sizes[1]]
+    p0 += sizes[1]
+    Gb = ubuf[p0:p0 + sizes[2]]
+    p0 += sizes[2]
+    Ob = ubuf[p0:p0 + sizes[3]]
+    p0 += sizes[3]
+    GXb = ubuf[p0:p0 + sizes[4]]
+    p0 += sizes[4]
+    GYb = ubuf[p0:p0 + sizes[5]]
+    p0 += sizes[5]
+    T = ubuf[p0:p0 + tsize]
+    p0 += tsize
+    M = ubuf[p0:p0 + tsize]
+    p0 += tsize
+    U = ubuf[p0:p0 + tsize]
+    p0 += tsize
+    MASK = ubuf[p0:p0 + 2 * VW]
     MASK[VW:] = 1.0
+    W = unmanaged(W)
+    GW = unmanaged(GW)
     numel = GW.shape[1]
     if do_gw and not w_batched:
         _zero(GW[q], numel)
@@ -1580,6 +1562,7 @@ def _uvw_pass(
             _store_row(GXb, GX, z, seg1, transpose)
         if do_gy:
             _store_row(GYb, GY, z, seg2, transpose)
+    keepalive(buf)
 
 
 def _uvw_eligible(desc, weight_form) -> bool:

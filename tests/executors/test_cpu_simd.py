@@ -1,0 +1,63 @@
+"""The numba SIMD helpers of the CPU kernels: unmanaged views (no reference counting) read the same data, also through
+a function that is not inlined; vector loads, stores and multiply-adds with a scalar tail."""
+
+import numpy as np
+import pytest
+
+numba = pytest.importorskip("numba")
+
+from equitp.executors.cpu._simd import keepalive, unmanaged, vfma, vload, vstore, vwidth, vzero  # noqa: E402
+
+
+def _sum_windows(arr, u):
+    s = 0.0
+    for i in range(arr.shape[0] - 3):
+        s += u[i:i + 3].sum()
+    return s
+
+
+@numba.njit
+def _managed(n):
+    a = np.arange(n).astype(np.float32)
+    return _sum_windows(a, a)
+
+
+@numba.njit
+def _unmanaged(n):
+    a = np.arange(n).astype(np.float32)
+    s = _sum_windows(a, unmanaged(a))
+    keepalive(a)
+    return s
+
+
+_sum_windows = numba.njit(_sum_windows)
+
+
+@numba.njit
+def _axpy(y, x, c):
+    vw = vwidth(y)
+    i = 0
+    while i + vw <= y.shape[0]:
+        vstore(y, i, vfma(vload(y, i), vload(x, i), c))
+        i += vw
+    while i < y.shape[0]:
+        y[i] += c * x[i]
+        i += 1
+    z = vzero(y)
+    vstore(y, 0, vfma(z, vload(y, 0), 1.0))  # a zero vector plus the first lanes: unchanged
+
+
+@pytest.mark.parametrize("n", [4, 10, 37])
+def test_unmanaged_views_read_the_same_data(n):
+    expected = sum(float(np.arange(i, i + 3).sum()) for i in range(n - 3))
+    assert _unmanaged(n) == pytest.approx(expected)
+    assert _managed(n) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vector_axpy_with_tail(dtype):
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal(19).astype(dtype), rng.standard_normal(19).astype(dtype)
+    expected = y + 0.5 * x
+    _axpy(y, x, 0.5)
+    np.testing.assert_allclose(y, expected, rtol=1e-6)
