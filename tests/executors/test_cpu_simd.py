@@ -6,7 +6,9 @@ import pytest
 
 numba = pytest.importorskip("numba")
 
-from equitp.executors.cpu._simd import keepalive, unmanaged, vfma, vload, vstore, vwidth, vzero  # noqa: E402
+from equitp.executors.cpu._simd import (  # noqa: E402
+    keepalive, unmanaged, vdeinterleave, vfma, vinterleave, vload, vstore, vwidth, vzero,
+)
 
 
 def _sum_windows(arr, u):
@@ -61,3 +63,39 @@ def test_vector_axpy_with_tail(dtype):
     expected = y + 0.5 * x
     _axpy(y, x, 0.5)
     np.testing.assert_allclose(y, expected, rtol=1e-6)
+
+
+@numba.njit
+def _split(src, dst, mul, d):
+    for u in range(0, mul - mul % vwidth(src), vwidth(src)):
+        if d == 3:
+            vdeinterleave(src, u * 3, 3, dst, u, mul)
+        elif d == 5:
+            vdeinterleave(src, u * 5, 5, dst, u, mul)
+        else:
+            vdeinterleave(src, u * 7, 7, dst, u, mul)
+
+
+@numba.njit
+def _merge(src, dst, mul, d):
+    for u in range(0, mul - mul % vwidth(src), vwidth(src)):
+        if d == 3:
+            vinterleave(src, u, mul, 3, dst, u * 3)
+        elif d == 5:
+            vinterleave(src, u, mul, 5, dst, u * 5)
+        else:
+            vinterleave(src, u, mul, 7, dst, u * 7)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [3, 5, 7])
+def test_vector_interleave_is_the_layout_change(dtype, d):
+    """vdeinterleave turns groups of d components (mul_ir) into one row per component (ir_mul); vinterleave undoes it."""
+    mul = 32
+    x = np.random.default_rng(d).standard_normal(mul * d).astype(dtype)
+    y = np.zeros(mul * d, dtype=dtype)
+    _split(x, y, mul, d)
+    np.testing.assert_array_equal(y.reshape(d, mul), x.reshape(mul, d).T)
+    z = np.zeros(mul * d, dtype=dtype)
+    _merge(y, z, mul, d)
+    np.testing.assert_array_equal(z, x)

@@ -408,6 +408,34 @@ def test_fully_connected_kernel_wide_rows_match_reference(dtype, shared):
         _check_close(a, b, dtype, f"grad {name}")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["mul_ir", "ir_mul"])
+def test_channelwise_register_rows_and_vector_transposes_match_reference(monkeypatch, dtype, layout):
+    """The per-item kernels' channelwise paths summed in registers per output row (uvu forward, uvv for the input
+    gradient) and the vectorised layout changes of rows with 3, 5 and 7 components: multiplicities of one vector plus
+    a rest (13, 21), of whole vectors (16, 32) and below one vector (5), l = 4 (nine components, element by element),
+    forward and every gradient against the reference executor."""
+    from equitp.executors.cpu import _tensor_product as cpu
+
+    monkeypatch.setattr(cpu, "KERNEL_FAMILY", "channels")
+    torch.manual_seed(5)
+    i1 = "13x0e+16x1o+21x2e+32x3o+5x1e+9x4e"
+    args = (i1, "0e+1o+2e+3o", "13x0e+16x1o+21x2e+32x3o+5x1e+9x4e+16x3e")
+    tp = equitp.channelwise_tensor_product(*args, backend="cpu", layout=layout).to(dtype)
+    ref = equitp.channelwise_tensor_product(*args, backend="reference", layout=layout).to(dtype)
+    n = 7
+    x = torch.randn(n, tp.irreps_in1.dim, dtype=dtype, requires_grad=True)
+    y = torch.randn(n, tp.irreps_in2.dim, dtype=dtype, requires_grad=True)
+    w = torch.randn(n, tp.weight_numel, dtype=dtype, requires_grad=True)
+    g = torch.randn(n, tp.irreps_out.dim, dtype=dtype)
+    out, out_ref = tp(x, y, w), ref(x, y, w)
+    _check_close(out, out_ref, dtype, "output")
+    grads = torch.autograd.grad(out, (x, y, w), g)
+    grads_ref = torch.autograd.grad(out_ref, (x, y, w), g)
+    for name, a, b in zip(("x", "y", "weight"), grads, grads_ref):
+        _check_close(a, b, dtype, f"grad {name}")
+
+
 @pytest.mark.parametrize("lanes", [None, 5])  # None: SIMD-vector rows; 5 items: the plain lane loops
 @pytest.mark.parametrize("flat_max", [0, 10**9])
 @pytest.mark.parametrize("mode", ["uvw", "uvu", "uuw", "uvuv"])

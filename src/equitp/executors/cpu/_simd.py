@@ -288,3 +288,87 @@ def keepalive(typingctx, arr):
         return context.get_dummy_value()
 
     return types.void(arr), codegen
+
+
+def _wide_type(vt, n):
+    elt = ir.FloatType() if vt.dtype == types.float32 else ir.DoubleType()
+    return ir.VectorType(elt, n)
+
+
+@intrinsic
+def vdeinterleave(typingctx, src, src_off, d, dst, dst_off, dst_stride):
+    """``dst[dst_off + i * dst_stride + k] = src[src_off + k * d + i]`` for ``i < d``, ``k < vwidth``: ``vwidth``
+    consecutive groups of ``d`` elements (e.g. the ``2l+1`` components of ``vwidth`` channels in e3nn's ``mul_ir``
+    layout) split into ``d`` vectors, one per component (``ir_mul``). One wide load, one shuffle and one vector store per
+    component; ``d`` must be a compile-time constant. Flat offsets into C-contiguous arrays of the same dtype."""
+    if not isinstance(d, types.IntegerLiteral):
+        return None
+    _contiguous(src)
+    _contiguous(dst)
+    vt = _vector_of(src)
+    if _vector_of(dst) != vt:
+        return None
+    n, D = vt.n, d.literal_value
+
+    def codegen(context, builder, sig, args):
+        s_arr, s_off, _, d_arr, d_off, d_str = args
+        sty, dty = sig.args[0], sig.args[3]
+        align = sty.dtype.bitwidth // 8
+        wide_t = _wide_type(vt, n * D)
+        ptr = _element_pointer(context, builder, sty, s_arr, s_off)
+        wide = builder.load(builder.bitcast(ptr, wide_t.as_pointer()), align=align)
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        lt = context.get_value_type(vt)
+        for i in range(D):
+            mask = ir.Constant(ir.VectorType(i32, n), [k * D + i for k in range(n)])
+            v = builder.shuffle_vector(wide, ir.Constant(wide_t, ir.Undefined), mask)
+            idx = builder.add(d_off, builder.mul(d_str, ir.Constant(i64, i)))
+            p = _element_pointer(context, builder, dty, d_arr, idx)
+            builder.store(v, builder.bitcast(p, lt.as_pointer()), align=align)
+        return context.get_dummy_value()
+
+    return types.void(src, src_off, d, dst, dst_off, dst_stride), codegen
+
+
+@intrinsic
+def vinterleave(typingctx, src, src_off, src_stride, d, dst, dst_off):
+    """The inverse of :func:`vdeinterleave`: ``dst[dst_off + k * d + i] = src[src_off + i * src_stride + k]`` for
+    ``i < d``, ``k < vwidth`` (``d`` vectors, one per component, merged into ``vwidth`` consecutive groups of ``d``)."""
+    if not isinstance(d, types.IntegerLiteral):
+        return None
+    _contiguous(src)
+    _contiguous(dst)
+    vt = _vector_of(src)
+    if _vector_of(dst) != vt:
+        return None
+    n, D = vt.n, d.literal_value
+
+    def codegen(context, builder, sig, args):
+        s_arr, s_off, s_str, _, d_arr, d_off = args
+        sty, dty = sig.args[0], sig.args[4]
+        align = sty.dtype.bitwidth // 8
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        lt = context.get_value_type(vt)
+        parts = []
+        for i in range(D):
+            idx = builder.add(s_off, builder.mul(s_str, ir.Constant(i64, i)))
+            p = _element_pointer(context, builder, sty, s_arr, idx)
+            parts.append(builder.load(builder.bitcast(p, lt.as_pointer()), align=align))
+        P = 1
+        while P < D:
+            P *= 2
+        width = n
+        while len(parts) < P:
+            parts.append(ir.Constant(lt, ir.Undefined))
+        while len(parts) > 1:  # concatenate pairwise: <n> -> <2n> -> ... -> <P n>
+            t = _wide_type(vt, width)
+            cat = ir.Constant(ir.VectorType(i32, 2 * width), list(range(2 * width)))
+            parts = [builder.shuffle_vector(parts[j], parts[j + 1], cat) for j in range(0, len(parts), 2)]
+            width *= 2
+        mask = ir.Constant(ir.VectorType(i32, n * D), [i * n + k for k in range(n) for i in range(D)])
+        out = builder.shuffle_vector(parts[0], ir.Constant(parts[0].type, ir.Undefined), mask)
+        p = _element_pointer(context, builder, dty, d_arr, d_off)
+        builder.store(out, builder.bitcast(p, _wide_type(vt, n * D).as_pointer()), align=align)
+        return context.get_dummy_value()
+
+    return types.void(src, src_off, src_stride, d, dst, dst_off), codegen

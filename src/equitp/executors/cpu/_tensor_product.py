@@ -20,7 +20,10 @@ import numba
 import numpy as np
 import torch
 
-from ._simd import keepalive, load_at, store_at, unmanaged, vadd, vfma, vload, vmul, vstore, vsum, vtranspose, vwidth, vzero
+from ._simd import (
+    keepalive, load_at, store_at, unmanaged, vadd, vdeinterleave, vfma, vinterleave, vload, vmul, vstore, vsum, vtranspose,
+    vwidth, vzero,
+)
 
 __all__ = ["tensor_product_cpu"]
 
@@ -33,77 +36,77 @@ _ASTR, _BSTR, _CSTR = 17, 18, 19
 def _load_row(src, z, dst, segs, transpose):
     # row z of the 2-D src (global layout) into the item buffer dst (ir_mul order: X[u, i] at off + i * mul + u), by
     # flat element indices: no views (each would update a reference count, an atomic operation; a few dozen per item
-    # added up to ~15% of the fully connected kernel's time)
+    # added up to ~15% of the fully connected kernel's time). Blocks of l = 1, 2, 3 are split into their components
+    # a vector of channels at a time (vdeinterleave: one wide load and one shuffle per component), the rest of the
+    # channels element by element
     n = src.shape[1]
     base = z * n
     if not transpose:
         for r in range(n):
             store_at(dst, r, load_at(src, base + r))
         return
+    VW = vwidth(dst)
     for s in range(segs.shape[0]):
         off = segs[s, 0]
         mul = segs[s, 1]
         d = segs[s, 2]
         b = base + off
+        nv = mul - mul % VW
         if d == 1:
             for u in range(mul):
                 store_at(dst, off + u, load_at(src, b + u))
-        elif d == 3:
-            for u in range(mul):
-                o = b + 3 * u
-                store_at(dst, off + u, load_at(src, o))
-                store_at(dst, off + mul + u, load_at(src, o + 1))
-                store_at(dst, off + 2 * mul + u, load_at(src, o + 2))
+            continue
+        if d == 3:
+            for u in range(0, nv, VW):
+                vdeinterleave(src, b + 3 * u, 3, dst, off + u, mul)
         elif d == 5:
-            for u in range(mul):
-                o = b + 5 * u
-                store_at(dst, off + u, load_at(src, o))
-                store_at(dst, off + mul + u, load_at(src, o + 1))
-                store_at(dst, off + 2 * mul + u, load_at(src, o + 2))
-                store_at(dst, off + 3 * mul + u, load_at(src, o + 3))
-                store_at(dst, off + 4 * mul + u, load_at(src, o + 4))
+            for u in range(0, nv, VW):
+                vdeinterleave(src, b + 5 * u, 5, dst, off + u, mul)
+        elif d == 7:
+            for u in range(0, nv, VW):
+                vdeinterleave(src, b + 7 * u, 7, dst, off + u, mul)
         else:
-            for i in range(d):
-                for u in range(mul):
-                    store_at(dst, off + i * mul + u, load_at(src, b + u * d + i))
+            nv = 0
+        for i in range(d):
+            for u in range(nv, mul):
+                store_at(dst, off + i * mul + u, load_at(src, b + u * d + i))
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
 def _store_row(src, dst, z, segs, transpose):
     # the item buffer src (ir_mul order) into row z of the 2-D dst (global layout), by flat element indices (the
-    # inverse of _load_row)
+    # inverse of _load_row, with vinterleave for l = 1, 2, 3)
     n = dst.shape[1]
     base = z * n
     if not transpose:
         for r in range(n):
             store_at(dst, base + r, load_at(src, r))
         return
+    VW = vwidth(src)
     for s in range(segs.shape[0]):
         off = segs[s, 0]
         mul = segs[s, 1]
         d = segs[s, 2]
         b = base + off
+        nv = mul - mul % VW
         if d == 1:
             for u in range(mul):
                 store_at(dst, b + u, load_at(src, off + u))
-        elif d == 3:
-            for u in range(mul):
-                o = b + 3 * u
-                store_at(dst, o, load_at(src, off + u))
-                store_at(dst, o + 1, load_at(src, off + mul + u))
-                store_at(dst, o + 2, load_at(src, off + 2 * mul + u))
+            continue
+        if d == 3:
+            for u in range(0, nv, VW):
+                vinterleave(src, off + u, mul, 3, dst, b + 3 * u)
         elif d == 5:
-            for u in range(mul):
-                o = b + 5 * u
-                store_at(dst, o, load_at(src, off + u))
-                store_at(dst, o + 1, load_at(src, off + mul + u))
-                store_at(dst, o + 2, load_at(src, off + 2 * mul + u))
-                store_at(dst, o + 3, load_at(src, off + 3 * mul + u))
-                store_at(dst, o + 4, load_at(src, off + 4 * mul + u))
+            for u in range(0, nv, VW):
+                vinterleave(src, off + u, mul, 5, dst, b + 5 * u)
+        elif d == 7:
+            for u in range(0, nv, VW):
+                vinterleave(src, off + u, mul, 7, dst, b + 7 * u)
         else:
-            for i in range(d):
-                for u in range(mul):
-                    store_at(dst, b + u * d + i, load_at(src, off + i * mul + u))
+            nv = 0
+        for i in range(d):
+            for u in range(nv, mul):
+                store_at(dst, b + u * d + i, load_at(src, off + i * mul + u))
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
@@ -191,6 +194,56 @@ def _mix(Cb, c_off, c_str, c_mul, T, a_mul, c_dim, Wrow, w_off, wa, wc):
                     Cs[c] += t * Wrow[wr + c * wc]
 
 
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _uvu_rows(Cb, c_off, c_str, Ab, a_off, a_str, a_mul, Bb, b_off, b_str, b, Wrow, w_off, ci, cj, ck, cv, n0, n1):
+    # C[k, a] += W[a] sum_{n: ck[n] = k} cv[n] B[j_n, b] A[i_n, a] over the entries n0:n1 of a path with contiguous
+    # weights, sorted by output row k (_sort_by_target): per output row and chunk of four vectors of channels the sum
+    # stays in registers, then one multiply by W and one read-modify-write of C. (The T-buffer route, _contract_T then
+    # _scaled_add, zeroes a row of T, stores and reloads it for every entry and passes over T once more for W.)
+    VW = vwidth(Cb)
+    n = n0
+    while n < n1:
+        k = ck[n]
+        m = n + 1
+        while m < n1 and ck[m] == k:
+            m += 1
+        cr = c_off + k * c_str
+        a0 = 0
+        while a0 + 4 * VW <= a_mul:
+            x0 = vzero(Cb)
+            x1 = vzero(Cb)
+            x2 = vzero(Cb)
+            x3 = vzero(Cb)
+            for e in range(n, m):
+                coef = cv[e] * Bb[b_off + cj[e] * b_str + b]
+                r = a_off + ci[e] * a_str + a0
+                x0 = vfma(x0, vload(Ab, r), coef)
+                x1 = vfma(x1, vload(Ab, r + VW), coef)
+                x2 = vfma(x2, vload(Ab, r + 2 * VW), coef)
+                x3 = vfma(x3, vload(Ab, r + 3 * VW), coef)
+            c = cr + a0
+            w = w_off + a0
+            vstore(Cb, c, vadd(vload(Cb, c), vmul(vload(Wrow, w), x0)))
+            vstore(Cb, c + VW, vadd(vload(Cb, c + VW), vmul(vload(Wrow, w + VW), x1)))
+            vstore(Cb, c + 2 * VW, vadd(vload(Cb, c + 2 * VW), vmul(vload(Wrow, w + 2 * VW), x2)))
+            vstore(Cb, c + 3 * VW, vadd(vload(Cb, c + 3 * VW), vmul(vload(Wrow, w + 3 * VW), x3)))
+            a0 += 4 * VW
+        while a0 + VW <= a_mul:
+            x0 = vzero(Cb)
+            for e in range(n, m):
+                x0 = vfma(x0, vload(Ab, a_off + ci[e] * a_str + a0), cv[e] * Bb[b_off + cj[e] * b_str + b])
+            c = cr + a0
+            vstore(Cb, c, vadd(vload(Cb, c), vmul(vload(Wrow, w_off + a0), x0)))
+            a0 += VW
+        while a0 < a_mul:
+            t = 0.0
+            for e in range(n, m):
+                t += cv[e] * Bb[b_off + cj[e] * b_str + b] * Ab[a_off + ci[e] * a_str + a0]
+            Cb[cr + a0] += Wrow[w_off + a0] * t
+            a0 += 1
+        n = m
+
+
 @numba.njit(fastmath=True, cache=True)
 def _item_ff(table, ci, cj, ck, cv, Wrow, Ab, Bb, Cb, T, weightless):
     """One item of the forward form: ``Cb += sum_paths W A B coef`` (local ir_mul buffers)."""
@@ -216,7 +269,17 @@ def _item_ff(table, ci, cj, ck, cv, Wrow, Ab, Bb, Cb, T, weightless):
         a_str = table[p, _ASTR]
         b_str = table[p, _BSTR]
         c_str = table[p, _CSTR]
-        if form == 1:  # uvu: C[a, k] += W[a, b] T_b[k, a]
+        # uvu / uvv paths with contiguous weights: output rows summed in registers (_uvu_rows), no T buffer. (A like
+        # fast path for uuw paths into one channel, measured, was slower than the T route in the backward.)
+        if form == 1 and hasw and wa == 1 and a_mul >= vwidth(Cb):
+            for b in range(b_mul):
+                _uvu_rows(Cb, c_off, c_str, Ab, a_off, a_str, a_mul, Bb, b_off, b_str, b, Wrow, w_off + b * wb,
+                          ci, cj, ck, cv, n0, n1)
+        elif form == 2 and hasw and wb == 1 and b_mul >= vwidth(Cb):  # uvv: the operands' roles swapped
+            for a in range(a_mul):
+                _uvu_rows(Cb, c_off, c_str, Bb, b_off, b_str, b_mul, Ab, a_off, a_str, a, Wrow, w_off + a * wa,
+                          cj, ci, ck, cv, n0, n1)
+        elif form == 1:  # uvu: C[a, k] += W[a, b] T_b[k, a]
             for b in range(b_mul):
                 _zero(T, c_dim * a_mul)
                 _contract_T(T, Ab, Bb, a_off, a_mul, a_str, b_off, b_str, b, ci, cj, ck, cv, n0, n1, False)
@@ -417,6 +480,17 @@ def _gmap(segs, transpose: bool) -> np.ndarray:
     return np.asarray(g, dtype=np.int64)
 
 
+def _sort_by_target(table, ci, cj, ck, cv):
+    """The form's entries sorted by output row ``ck`` within each path (stable; only a sum's order changes), so that
+    a kernel can accumulate an output row's entries in registers (:func:`_uvu_rows`)."""
+    order = np.arange(len(ck))
+    for row in table:
+        n0, n1 = int(row[_N0]), int(row[_N1])
+        if n1 - n0 > 1:
+            order[n0:n1] = n0 + np.argsort(ck[n0:n1], kind="stable")
+    return table, ci[order], cj[order], ck[order], cv[order]
+
+
 class _CpuPlan:
     """numpy views of a descriptor's plan for the kernels, cached per (descriptor, dtype)."""
 
@@ -425,7 +499,7 @@ class _CpuPlan:
         self.segs = {1: _segs(desc.irreps_in1), 2: _segs(desc.irreps_in2), 3: _segs(desc.irreps_out)}
         self.forms = {}
         for t in (1, 2, 3):
-            table, ci, cj, ck, cv = plan.forms[t]
+            table, ci, cj, ck, cv = _sort_by_target(*plan.forms[t])
             self.forms[t] = (table, ci, cj, ck, cv.astype(np_dtype))
         table, ci, cj, ck, cv = plan.weight_form
         self.weight_form = (table, ci, cj, ck, cv.astype(np_dtype))
