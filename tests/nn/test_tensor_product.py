@@ -385,6 +385,30 @@ def test_fully_connected_kernel_chosen_and_matches_reference(monkeypatch, dtype,
         _check_close(single, grads_ref[i], dtype, f"single grad {name}")
 
 
+@pytest.mark.parametrize(
+    "irreps, fully_connected",
+    [
+        (("10x1o+10x1e+48x0e+48x0o", "1x0e+1x1o+1x2e", "10x1o+10x1e+48x0e+48x0o"), True),  # diffdock-l2
+        (("48x0e", "1x0e", "12x0e"), True),
+        (("10x1o+10x1e", "1x0e+1x1o+1x2e", "10x1o+10x1e"), True),
+        (("1x0e+1x1o+1x2e+1x3o", "1x0e+1x1o+1x2e+1x3o", "64x0e+24x1e+24x1o+16x2e+16x2o"), False),  # tetris-poly-1
+        (("64x0e+24x1e+24x1o+16x2e+16x2o", "1x0e+1x1o+1x2e", "0o+6x0e"), False),  # tetris-poly-2
+        (("4x1o+4x1e", "1x0e+1x1o+1x2e", "4x1o+4x1e"), False),
+    ],
+)
+def test_fully_connected_products_pick_their_kernel_family(irreps, fully_connected):
+    """Fully connected products run the fully connected kernel when their paths have at least a SIMD vector of input
+    and of output channels (work-weighted), the item-blocked kernels otherwise (one input channel, as in tetris-poly-1,
+    or few output channels): the faster of the two in each of these cases (measured, see _use_blocked)."""
+    from equitp.executors.cpu import _tensor_product as cpu
+
+    tp = equitp.FullyConnectedTensorProduct(*irreps, backend="cpu", shared_weights=False, internal_weights=False)
+    plan = cpu._get_plan(tp.descriptor, torch.float32)
+    assert plan.uvw
+    assert cpu._fully_connected(plan) == fully_connected
+    assert cpu._blocked(plan) != fully_connected
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shared", [False, True])
 def test_fully_connected_kernel_wide_rows_match_reference(dtype, shared):
