@@ -218,9 +218,14 @@ def test_gconv_bad_input():
         GConvPlan(lb, torch.float16)
 
 
-def test_gconv_filter_pool_reuses_only_released_filters():
+def test_gconv_filter_pool_reuses_only_released_filters(monkeypatch):
     """Large filters come from the CPU buffer pool: a live filter (held directly or saved by autograd) is never
     overwritten, and a released one is handed out again (no fresh pages per training step)."""
+    from collections import OrderedDict
+
+    from equitp.executors.cpu import _pool
+
+    monkeypatch.setattr(_pool, "_pool_storages", OrderedDict())  # an empty pool: other tests' free buffers aside
     c8 = e2.rot2d(8)
     ft = e2.FieldType(c8, [c8.regular_repr] * 16)  # a 1.6 MB filter: above the pool's 1 MiB threshold
     lb = e2.layer_basis(ft, ft, e2.basis_params(5))
