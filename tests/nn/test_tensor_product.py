@@ -79,6 +79,22 @@ def _check_close(a, b, dtype, what):
     assert err <= TOL[dtype], f"{what}: relative error {err:.3g} > {TOL[dtype]:g}"
 
 
+def _check_against_reference(tp, ref, n, dtype, shared=False):
+    """Random inputs for ``n`` items (per-item weights unless ``shared``): ``tp``'s output and every gradient (x, y,
+    weights) equal ``ref``'s. Returns the inputs, the output gradient and the reference gradients."""
+    x = torch.randn(n, tp.irreps_in1.dim, dtype=dtype, requires_grad=True)
+    y = torch.randn(n, tp.irreps_in2.dim, dtype=dtype, requires_grad=True)
+    w = torch.randn(*(() if shared else (n,)), tp.weight_numel, dtype=dtype, requires_grad=True)
+    g = torch.randn(n, tp.irreps_out.dim, dtype=dtype)
+    out, out_ref = tp(x, y, w), ref(x, y, w)
+    _check_close(out, out_ref, dtype, "output")
+    grads = torch.autograd.grad(out, (x, y, w), g)
+    grads_ref = torch.autograd.grad(out_ref, (x, y, w), g)
+    for name, a, b in zip(("x", "y", "weight"), grads, grads_ref):
+        _check_close(a, b, dtype, f"grad {name}")
+    return (x, y, w), g, grads_ref
+
+
 @pytest.mark.parametrize("mode", ["uvw", "uvu", "uvv", "uuw", "uuu", "uvuv"])
 @pytest.mark.parametrize("shared", [True, False])
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -368,17 +384,7 @@ def test_fully_connected_kernel_chosen_and_matches_reference(monkeypatch, dtype,
         assert not x_first[(table[:, cpu._ADIM] > 1) & (table[:, cpu._CDIM] == 1)].any()
     else:
         assert x_first.all() == (order == "x-first") and x_first.any() == (order == "x-first")
-    n = 41
-    x = torch.randn(n, tp.irreps_in1.dim, dtype=dtype, requires_grad=True)
-    y = torch.randn(n, tp.irreps_in2.dim, dtype=dtype, requires_grad=True)
-    w = torch.randn(*(() if shared else (n,)), tp.weight_numel, dtype=dtype, requires_grad=True)
-    g = torch.randn(n, tp.irreps_out.dim, dtype=dtype)
-    out, out_ref = tp(x, y, w), ref(x, y, w)
-    _check_close(out, out_ref, dtype, "output")
-    grads = torch.autograd.grad(out, (x, y, w), g)
-    grads_ref = torch.autograd.grad(out_ref, (x, y, w), g)
-    for name, a, b in zip(("x", "y", "weight"), grads, grads_ref):
-        _check_close(a, b, dtype, f"grad {name}")
+    (x, y, w), g, grads_ref = _check_against_reference(tp, ref, 41, dtype, shared)
     # one gradient at a time (the op's single-target path) equals the fused backward
     for i, name in enumerate(("x", "y", "weight")):
         (single,) = torch.autograd.grad(tp(x, y, w), (x, y, w)[i], g)
@@ -421,15 +427,7 @@ def test_fully_connected_kernel_wide_rows_match_reference(dtype, shared):
     kw = dict(shared_weights=shared, internal_weights=False)
     tp = equitp.FullyConnectedTensorProduct(i1, i2, io, backend="cpu", **kw).to(dtype)
     ref = equitp.FullyConnectedTensorProduct(i1, i2, io, backend="reference", **kw).to(dtype)
-    n = 9
-    x = torch.randn(n, tp.irreps_in1.dim, dtype=dtype, requires_grad=True)
-    y = torch.randn(n, tp.irreps_in2.dim, dtype=dtype, requires_grad=True)
-    w = torch.randn(*(() if shared else (n,)), tp.weight_numel, dtype=dtype, requires_grad=True)
-    g = torch.randn(n, tp.irreps_out.dim, dtype=dtype)
-    out, out_ref = tp(x, y, w), ref(x, y, w)
-    _check_close(out, out_ref, dtype, "output")
-    for name, a, b in zip(("x", "y", "weight"), torch.autograd.grad(out, (x, y, w), g), torch.autograd.grad(out_ref, (x, y, w), g)):
-        _check_close(a, b, dtype, f"grad {name}")
+    _check_against_reference(tp, ref, 9, dtype, shared)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -447,17 +445,7 @@ def test_channelwise_register_rows_and_vector_transposes_match_reference(monkeyp
     args = (i1, "0e+1o+2e+3o", "13x0e+16x1o+21x2e+32x3o+5x1e+9x4e+16x3e")
     tp = equitp.channelwise_tensor_product(*args, backend="cpu", layout=layout).to(dtype)
     ref = equitp.channelwise_tensor_product(*args, backend="reference", layout=layout).to(dtype)
-    n = 7
-    x = torch.randn(n, tp.irreps_in1.dim, dtype=dtype, requires_grad=True)
-    y = torch.randn(n, tp.irreps_in2.dim, dtype=dtype, requires_grad=True)
-    w = torch.randn(n, tp.weight_numel, dtype=dtype, requires_grad=True)
-    g = torch.randn(n, tp.irreps_out.dim, dtype=dtype)
-    out, out_ref = tp(x, y, w), ref(x, y, w)
-    _check_close(out, out_ref, dtype, "output")
-    grads = torch.autograd.grad(out, (x, y, w), g)
-    grads_ref = torch.autograd.grad(out_ref, (x, y, w), g)
-    for name, a, b in zip(("x", "y", "weight"), grads, grads_ref):
-        _check_close(a, b, dtype, f"grad {name}")
+    _check_against_reference(tp, ref, 7, dtype)
 
 
 @pytest.mark.parametrize("lanes", [None, 5])  # None: SIMD-vector rows; 5 items: the plain lane loops

@@ -31,11 +31,16 @@ class Vector(types.Type):
 _VECTORS = {types.float32: Vector(types.float32, 8), types.float64: Vector(types.float64, 4)}
 
 
+def _wide_type(vt, n):
+    # the LLVM vector type of n elements of the Vector type vt's dtype
+    elt = ir.FloatType() if vt.dtype == types.float32 else ir.DoubleType()
+    return ir.VectorType(elt, n)
+
+
 @register_model(Vector)
 class _VectorModel(models.PrimitiveModel):
     def __init__(self, dmm, fe_type):
-        elt = ir.FloatType() if fe_type.dtype == types.float32 else ir.DoubleType()
-        super().__init__(dmm, fe_type, ir.VectorType(elt, fe_type.n))
+        super().__init__(dmm, fe_type, _wide_type(fe_type, fe_type.n))
 
 
 def _vector_of(arrty):
@@ -290,9 +295,17 @@ def keepalive(typingctx, arr):
     return types.void(arr), codegen
 
 
-def _wide_type(vt, n):
-    elt = ir.FloatType() if vt.dtype == types.float32 else ir.DoubleType()
-    return ir.VectorType(elt, n)
+def _interleave_types(src, d, dst):
+    # (vector type, vwidth, d) for vdeinterleave / vinterleave: d a compile-time constant, both arrays C-contiguous of
+    # the same float dtype; None when d is not a constant or the dtypes differ
+    if not isinstance(d, types.IntegerLiteral):
+        return None
+    _contiguous(src)
+    _contiguous(dst)
+    vt = _vector_of(src)
+    if _vector_of(dst) != vt:
+        return None
+    return vt, vt.n, d.literal_value
 
 
 @intrinsic
@@ -301,14 +314,10 @@ def vdeinterleave(typingctx, src, src_off, d, dst, dst_off, dst_stride):
     consecutive groups of ``d`` elements (e.g. the ``2l+1`` components of ``vwidth`` channels in e3nn's ``mul_ir``
     layout) split into ``d`` vectors, one per component (``ir_mul``). One wide load, one shuffle and one vector store per
     component; ``d`` must be a compile-time constant. Flat offsets into C-contiguous arrays of the same dtype."""
-    if not isinstance(d, types.IntegerLiteral):
+    typed = _interleave_types(src, d, dst)
+    if typed is None:
         return None
-    _contiguous(src)
-    _contiguous(dst)
-    vt = _vector_of(src)
-    if _vector_of(dst) != vt:
-        return None
-    n, D = vt.n, d.literal_value
+    vt, n, D = typed
 
     def codegen(context, builder, sig, args):
         s_arr, s_off, _, d_arr, d_off, d_str = args
@@ -334,14 +343,10 @@ def vdeinterleave(typingctx, src, src_off, d, dst, dst_off, dst_stride):
 def vinterleave(typingctx, src, src_off, src_stride, d, dst, dst_off):
     """The inverse of :func:`vdeinterleave`: ``dst[dst_off + k * d + i] = src[src_off + i * src_stride + k]`` for
     ``i < d``, ``k < vwidth`` (``d`` vectors, one per component, merged into ``vwidth`` consecutive groups of ``d``)."""
-    if not isinstance(d, types.IntegerLiteral):
+    typed = _interleave_types(src, d, dst)
+    if typed is None:
         return None
-    _contiguous(src)
-    _contiguous(dst)
-    vt = _vector_of(src)
-    if _vector_of(dst) != vt:
-        return None
-    n, D = vt.n, d.literal_value
+    vt, n, D = typed
 
     def codegen(context, builder, sig, args):
         s_arr, s_off, s_str, _, d_arr, d_off = args
@@ -361,7 +366,6 @@ def vinterleave(typingctx, src, src_off, src_stride, d, dst, dst_off):
         while len(parts) < P:
             parts.append(ir.Constant(lt, ir.Undefined))
         while len(parts) > 1:  # concatenate pairwise: <n> -> <2n> -> ... -> <P n>
-            t = _wide_type(vt, width)
             cat = ir.Constant(ir.VectorType(i32, 2 * width), list(range(2 * width)))
             parts = [builder.shuffle_vector(parts[j], parts[j + 1], cat) for j in range(0, len(parts), 2)]
             width *= 2

@@ -1571,6 +1571,12 @@ def _uvw_item(
                         GYb[jb] += cv[n] * s
 
 
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _carve(buf, p0, n):
+    # the n elements of buf from p0, and the offset after them
+    return buf[p0:p0 + n], p0 + n
+
+
 @numba.njit(nogil=True, fastmath=True, cache=True)
 def _uvw_pass(
     tab, ci, cj, ck, cv, xw, W, w_batched, X, Y, G, O, GX, GY, GW, do_out, do_gx, do_gy, do_gw, gw_cover,
@@ -1587,26 +1593,16 @@ def _uvw_pass(
     sizes = (X.shape[1], Y.shape[1], G.shape[1], O.shape[1], GX.shape[1], GY.shape[1], tsize, tsize, tsize, 2 * VW)
     buf = np.zeros(sum(sizes), dtype=dt)
     ubuf = unmanaged(buf)
-    p0 = 0
-    Xb = ubuf[p0:p0 + sizes[0]]
-    p0 += sizes[0]
-    Yb = ubuf[p0:p0 + sizes[1]]
-    p0 += sizes[1]
-    Gb = ubuf[p0:p0 + sizes[2]]
-    p0 += sizes[2]
-    Ob = ubuf[p0:p0 + sizes[3]]
-    p0 += sizes[3]
-    GXb = ubuf[p0:p0 + sizes[4]]
-    p0 += sizes[4]
-    GYb = ubuf[p0:p0 + sizes[5]]
-    p0 += sizes[5]
-    T = ubuf[p0:p0 + tsize]
-    p0 += tsize
-    M = ubuf[p0:p0 + tsize]
-    p0 += tsize
-    U = ubuf[p0:p0 + tsize]
-    p0 += tsize
-    MASK = ubuf[p0:p0 + 2 * VW]
+    Xb, p0 = _carve(ubuf, 0, sizes[0])
+    Yb, p0 = _carve(ubuf, p0, sizes[1])
+    Gb, p0 = _carve(ubuf, p0, sizes[2])
+    Ob, p0 = _carve(ubuf, p0, sizes[3])
+    GXb, p0 = _carve(ubuf, p0, sizes[4])
+    GYb, p0 = _carve(ubuf, p0, sizes[5])
+    T, p0 = _carve(ubuf, p0, tsize)
+    M, p0 = _carve(ubuf, p0, tsize)
+    U, p0 = _carve(ubuf, p0, tsize)
+    MASK, p0 = _carve(ubuf, p0, 2 * VW)
     MASK[VW:] = 1.0
     W = unmanaged(W)
     GW = unmanaged(GW)
