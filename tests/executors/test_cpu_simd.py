@@ -7,7 +7,8 @@ import pytest
 numba = pytest.importorskip("numba")
 
 from equitp.executors.cpu._simd import (  # noqa: E402
-    keepalive, unmanaged, vdeinterleave, vfma, vinterleave, vload, vstore, vwidth, vzero,
+    keepalive, store_fence, unmanaged, vdeinterleave, vfma, vinterleave, vinterleave_nt, vload, vstore, vstore_nt,
+    vwidth, vzero,
 )
 
 
@@ -99,3 +100,36 @@ def test_vector_interleave_is_the_layout_change(dtype, d):
     z = np.zeros(mul * d, dtype=dtype)
     _merge(y, z, mul, d)
     np.testing.assert_array_equal(z, x)
+
+
+@numba.njit
+def _merge_nt(src, dst, mul, d):
+    for u in range(0, mul, vwidth(src)):
+        if d == 1:
+            vstore_nt(dst, u, vload(src, u))
+        elif d == 3:
+            vinterleave_nt(src, u, mul, 3, dst, u * 3)
+        elif d == 5:
+            vinterleave_nt(src, u, mul, 5, dst, u * 5)
+        else:
+            vinterleave_nt(src, u, mul, 7, dst, u * 7)
+    store_fence()
+
+
+def _aligned(n, dtype):
+    # a zeroed array whose data starts on a 64-byte boundary (non-temporal vector stores need vector alignment)
+    raw = np.zeros(n + 64, dtype=dtype)
+    k = (-raw.ctypes.data % 64) // raw.itemsize
+    return raw[k:k + n]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [1, 3, 5, 7])
+def test_non_temporal_stores_write_the_same_values(dtype, d):
+    """vstore_nt and vinterleave_nt store what vstore and vinterleave store (aligned destination)."""
+    mul = 24 if dtype == np.float32 else 12
+    y = np.random.default_rng(d).standard_normal(mul * d).astype(dtype)  # ir_mul rows
+    z = _aligned(mul * d, dtype)
+    assert z.ctypes.data % 32 == 0
+    _merge_nt(y, z, mul, d)
+    np.testing.assert_array_equal(z, y.reshape(d, mul).T.reshape(-1))

@@ -448,6 +448,43 @@ def test_channelwise_register_rows_and_vector_transposes_match_reference(monkeyp
     _check_against_reference(tp, ref, 7, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["mul_ir", "ir_mul"])
+def test_non_temporal_stores_match_reference(monkeypatch, dtype, layout):
+    """Outputs and gradients written with non-temporal stores (large outputs; here forced for every size): rows of
+    whole SIMD vectors of channels with 1, 3, 5 and 7 components give the reference executor's values, forward and
+    every gradient; the non-temporal path is taken for the output, the input gradient and the weight gradient."""
+    from equitp.executors.cpu import _tensor_product as cpu
+
+    monkeypatch.setattr(cpu, "KERNEL_FAMILY", "channels")
+    monkeypatch.setattr(cpu, "NT_MIN_BYTES", 0)
+    taken = []
+    use_nt, use_nt_flat = cpu._use_nt, cpu._use_nt_flat
+    monkeypatch.setattr(cpu, "_use_nt", lambda plan, t, out: taken.append((t, use_nt(plan, t, out))) or taken[-1][1])
+    monkeypatch.setattr(cpu, "_use_nt_flat", lambda out: taken.append((0, use_nt_flat(out))) or taken[-1][1])
+    torch.manual_seed(6)
+    args = ("16x0e+16x1o+32x2e+16x3o", "0e+1o+2e+3o", "16x0e+16x1o+32x2e+16x3o")
+    tp = equitp.channelwise_tensor_product(*args, backend="cpu", layout=layout).to(dtype)
+    ref = equitp.channelwise_tensor_product(*args, backend="reference", layout=layout).to(dtype)
+    _check_against_reference(tp, ref, 11, dtype)
+    assert {(3, True), (1, True), (0, True)} <= set(taken), taken
+
+
+def test_non_temporal_layout_rule():
+    """Rows go through non-temporal stores only as whole, aligned SIMD vectors: multiplicities of whole vectors and
+    2l+1 in 1, 3, 5, 7 in mul_ir; any row of whole vectors in ir_mul."""
+    from equitp.executors.cpu import _tensor_product as cpu
+
+    def segs(s):
+        return cpu._segs(equitp.Irreps(s))
+
+    assert cpu._nt_layout(segs("16x0e+8x1o+24x3o"), True, 8)
+    assert not cpu._nt_layout(segs("16x0e+12x1o"), True, 8)  # 12 channels: not whole vectors
+    assert not cpu._nt_layout(segs("8x4e"), True, 8)  # nine components: no vector interleave
+    assert cpu._nt_layout(segs("8x4e"), False, 8)  # ir_mul: 72 elements, whole vectors
+    assert not cpu._nt_layout(segs("3x1o"), False, 8)  # 9 elements
+
+
 @pytest.mark.parametrize("lanes", [None, 5])  # None: SIMD-vector rows; 5 items: the plain lane loops
 @pytest.mark.parametrize("flat_max", [0, 10**9])
 @pytest.mark.parametrize("mode", ["uvw", "uvu", "uuw", "uvuv"])

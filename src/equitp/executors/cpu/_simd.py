@@ -10,6 +10,8 @@ target-specific instructions.
 ``vload(a, i)`` / ``vstore(a, i, v)``: the ``vwidth(a)`` elements ``a[i:i + vwidth(a)]`` (unaligned; the caller keeps
 them in bounds). ``vfma(acc, v, s)``: ``acc + v * s`` for a scalar ``s``. ``vadd``, ``vmul``: element-wise.
 ``vzero(a)``: a zero vector of ``a``'s dtype. ``vreverse(v)``: the elements in reverse order (one shuffle).
+``vstore_nt`` / ``vinterleave_nt``: non-temporal stores (they bypass the caches; see :func:`vstore_nt`), ordered by
+``store_fence()``.
 """
 
 from __future__ import annotations
@@ -98,6 +100,42 @@ def vstore(typingctx, arr, idx, v):
         return context.get_dummy_value()
 
     return types.void(arr, idx, v), codegen
+
+
+def _nontemporal(builder, store) -> None:
+    # mark a store non-temporal (x86: movnt*, the line is written to memory without being read for ownership)
+    store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+
+
+@intrinsic
+def vstore_nt(typingctx, arr, idx, v):
+    """``vstore`` as a non-temporal store: the data goes to memory without the line being read for ownership first and
+    without displacing the caches. For large outputs written once (a 36 KB row per item of a 363 MB output: 4.7 us per
+    item through the caches, 1.9 us non-temporal, one thread of a Xeon). The address must be aligned to the vector's
+    size (``vwidth * itemsize`` bytes; a misaligned one faults on x86), and the kernel calls :func:`store_fence`
+    before its results are read by another thread."""
+    if _vector_of(arr) != v:
+        raise TypeError(f"cannot store {v} into {arr}")
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        val = args[2]
+        nbytes = val.type.count * sig.args[0].dtype.bitwidth // 8
+        _nontemporal(builder, builder.store(val, builder.bitcast(ptr, val.type.as_pointer()), align=nbytes))
+        return context.get_dummy_value()
+
+    return types.void(arr, idx, v), codegen
+
+
+@intrinsic
+def store_fence(typingctx):
+    """A full memory fence: orders the non-temporal stores before it with every later memory access."""
+
+    def codegen(context, builder, sig, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
 
 
 def _broadcast(builder, scalar, vt):
@@ -339,15 +377,7 @@ def vdeinterleave(typingctx, src, src_off, d, dst, dst_off, dst_stride):
     return types.void(src, src_off, d, dst, dst_off, dst_stride), codegen
 
 
-@intrinsic
-def vinterleave(typingctx, src, src_off, src_stride, d, dst, dst_off):
-    """The inverse of :func:`vdeinterleave`: ``dst[dst_off + k * d + i] = src[src_off + i * src_stride + k]`` for
-    ``i < d``, ``k < vwidth`` (``d`` vectors, one per component, merged into ``vwidth`` consecutive groups of ``d``)."""
-    typed = _interleave_types(src, d, dst)
-    if typed is None:
-        return None
-    vt, n, D = typed
-
+def _interleave_codegen(vt, n, D, nt):
     def codegen(context, builder, sig, args):
         s_arr, s_off, s_str, _, d_arr, d_off = args
         sty, dty = sig.args[0], sig.args[4]
@@ -371,8 +401,36 @@ def vinterleave(typingctx, src, src_off, src_stride, d, dst, dst_off):
             width *= 2
         mask = ir.Constant(ir.VectorType(i32, n * D), [i * n + k for k in range(n) for i in range(D)])
         out = builder.shuffle_vector(parts[0], ir.Constant(parts[0].type, ir.Undefined), mask)
-        p = _element_pointer(context, builder, dty, d_arr, d_off)
-        builder.store(out, builder.bitcast(p, _wide_type(vt, n * D).as_pointer()), align=align)
+        if not nt:
+            p = _element_pointer(context, builder, dty, d_arr, d_off)
+            builder.store(out, builder.bitcast(p, _wide_type(vt, n * D).as_pointer()), align=align)
+            return context.get_dummy_value()
+        undef = ir.Constant(out.type, ir.Undefined)
+        for i in range(D):  # D aligned vectors, non-temporal
+            part = builder.shuffle_vector(out, undef, ir.Constant(ir.VectorType(i32, n), list(range(i * n, i * n + n))))
+            p = _element_pointer(context, builder, dty, d_arr, builder.add(d_off, ir.Constant(i64, i * n)))
+            _nontemporal(builder, builder.store(part, builder.bitcast(p, lt.as_pointer()), align=align * n))
         return context.get_dummy_value()
 
-    return types.void(src, src_off, src_stride, d, dst, dst_off), codegen
+    return codegen
+
+
+@intrinsic
+def vinterleave(typingctx, src, src_off, src_stride, d, dst, dst_off):
+    """The inverse of :func:`vdeinterleave`: ``dst[dst_off + k * d + i] = src[src_off + i * src_stride + k]`` for
+    ``i < d``, ``k < vwidth`` (``d`` vectors, one per component, merged into ``vwidth`` consecutive groups of ``d``)."""
+    typed = _interleave_types(src, d, dst)
+    if typed is None:
+        return None
+    vt, n, D = typed
+    return types.void(src, src_off, src_stride, d, dst, dst_off), _interleave_codegen(vt, n, D, False)
+
+
+@intrinsic
+def vinterleave_nt(typingctx, src, src_off, src_stride, d, dst, dst_off):
+    """:func:`vinterleave` with non-temporal stores (see :func:`vstore_nt`): ``dst_off`` must be aligned to a vector."""
+    typed = _interleave_types(src, d, dst)
+    if typed is None:
+        return None
+    vt, n, D = typed
+    return types.void(src, src_off, src_stride, d, dst, dst_off), _interleave_codegen(vt, n, D, True)
