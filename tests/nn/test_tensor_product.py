@@ -470,6 +470,25 @@ def test_non_temporal_stores_match_reference(monkeypatch, dtype, layout):
     assert {(3, True), (1, True), (0, True)} <= set(taken), taken
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_non_temporal_weight_gradient_of_the_fully_connected_kernel(monkeypatch, dtype):
+    """The fully connected kernel's per-item weight gradient summed in a local row and written with non-temporal
+    stores (forced for every size) equals the reference executor's, as do the output and the input gradients."""
+    from equitp.executors.cpu import _tensor_product as cpu
+
+    monkeypatch.setattr(cpu, "KERNEL_FAMILY", "uvw")
+    monkeypatch.setattr(cpu, "NT_MIN_BYTES", 0)
+    taken = []
+    use_nt_flat = cpu._use_nt_flat
+    monkeypatch.setattr(cpu, "_use_nt_flat", lambda out: taken.append(use_nt_flat(out)) or taken[-1])
+    torch.manual_seed(7)
+    args = ("8x0e+8x1o+16x2e", "0e+1o", "8x0e+8x1o+16x2e")  # 8 x 8 and 8 x 16 weight blocks, numel 1152
+    tp = equitp.FullyConnectedTensorProduct(*args, backend="cpu", shared_weights=False, internal_weights=False)
+    ref = equitp.FullyConnectedTensorProduct(*args, backend="reference", shared_weights=False, internal_weights=False)
+    _check_against_reference(tp.to(dtype), ref.to(dtype), 13, dtype)
+    assert True in taken
+
+
 def test_non_temporal_layout_rule():
     """Rows go through non-temporal stores only as whole, aligned SIMD vectors: multiplicities of whole vectors and
     2l+1 in 1, 3, 5, 7 in mul_ir; any row of whole vectors in ir_mul."""
@@ -515,13 +534,16 @@ def test_item_blocked_flat_and_path_kernels_match_reference(monkeypatch, flat_ma
         _check_close(a, b, dtype, "gradient")
 
 
+@pytest.mark.parametrize("chunk", [64, 12])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("irreps, layout", [("0e+1o+2e+3o", "mul_ir"), ("3x0e+2x1o+2x2e", "ir_mul")])
-def test_item_blocked_vector_store_matches_reference(dtype, irreps, layout):
-    """Outputs whose element order is the lane buffer's (single channels, or the ir_mul layout) are stored by SIMD
-    transposes of whole squares plus element-wise edges: full and partial blocks of items, odd output sizes."""
+def test_item_blocked_vector_store_matches_reference(monkeypatch, dtype, irreps, layout, chunk):
+    """Outputs whose element order is the lane buffer's (single channels, or the ir_mul layout) are computed and stored
+    in chunks of target elements, by SIMD transposes of whole squares plus element-wise edges: full and partial blocks
+    of items, odd output sizes, chunks of whole vectors (64) and not (12)."""
     from equitp.executors.cpu import _tensor_product as cpu
 
+    monkeypatch.setattr(cpu, "FLAT_CHUNK", chunk)
     torch.manual_seed(6)
     tp = equitp.FullTensorProduct(irreps, irreps, backend="cpu", layout=layout).to(dtype)
     ref = equitp.FullTensorProduct(irreps, irreps, backend="reference", layout=layout).to(dtype)
