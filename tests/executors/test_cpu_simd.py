@@ -8,7 +8,7 @@ numba = pytest.importorskip("numba")
 
 from equitp.executors.cpu._simd import (  # noqa: E402
     keepalive, store_fence, unmanaged, vdeinterleave, vfma, vinterleave, vinterleave_nt, vload, vstore, vstore_nt,
-    vwidth, vzero,
+    vtranspose, vwidth, vzero,
 )
 
 
@@ -133,3 +133,21 @@ def test_non_temporal_stores_write_the_same_values(dtype, d):
     assert z.ctypes.data % 32 == 0
     _merge_nt(y, z, mul, d)
     np.testing.assert_array_equal(z, y.reshape(d, mul).T.reshape(-1))
+
+
+@numba.njit
+def _transpose_blocks(src, dst, rows, cols):
+    vw = vwidth(src)
+    for i0 in range(0, rows, vw):
+        for j0 in range(0, cols, vw):
+            vtranspose(src, i0 * cols + j0, cols, dst, j0 * rows + i0, rows)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vector_transpose_of_squares(dtype):
+    """vtranspose moves each vwidth x vwidth square to its transposed place (strided rows on both sides)."""
+    rows, cols = 16, 24
+    x = np.random.default_rng(1).standard_normal(rows * cols).astype(dtype)
+    y = np.zeros(rows * cols, dtype=dtype)
+    _transpose_blocks(x, y, rows, cols)
+    np.testing.assert_array_equal(y.reshape(cols, rows), x.reshape(rows, cols).T)

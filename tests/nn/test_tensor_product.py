@@ -560,6 +560,36 @@ def test_item_blocked_vector_store_matches_reference(monkeypatch, dtype, irreps,
         _check_close(a, b, dtype, "gradient")
 
 
+@pytest.mark.parametrize("group", [192, 5])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pair_product_kernel_matches_reference(monkeypatch, dtype, group):
+    """Forward of weightless single-channel products by the pair-product kernel (products of element pairs formed once
+    per group of target rows): one group or many (groups of five pairs, rows with more pairs than that alone), output
+    elements without any path (zeros), full and partial blocks of items."""
+    from equitp.executors.cpu import _tensor_product as cpu
+
+    monkeypatch.setattr(cpu, "PAIR_GROUP", group)
+    monkeypatch.setattr(cpu, "PAIR_MIN_REUSE", 0.0)  # small groups form the same products again: below the default
+    monkeypatch.setattr(cpu, "_plans", {})
+    torch.manual_seed(8)
+    i1 = o3.Irreps("0e+1o+2e")
+    io = o3.Irreps("0e+1o+1e+2e+2o+3o+3e+4e+0o")  # 0o: no path
+    ins = [(a, b, c, "uuu", False) for a, (_, r1) in enumerate(i1) for b, (_, r2) in enumerate(i1)
+           for c, (_, r3) in enumerate(io) if r3 in r1 * r2]
+    args = (str(i1), str(i1), str(io), ins)
+    tp = equitp.TensorProduct(*args, backend="cpu").to(dtype)
+    ref = equitp.TensorProduct(*args, backend="reference").to(dtype)
+    plan = cpu._get_plan(tp.descriptor, dtype)
+    groups = plan.pairs(3)
+    assert groups is not None and list(groups[6]) == [tp.irreps_out.dim - 1]  # 0o
+    assert (len(groups[1]) - 1 > 1) == (group == 5)
+    assert np.diff(plan.flat(3)[1]).max() > 5  # a row with more pairs than a group of five holds
+    n = 2 * cpu._flat_lanes(plan) + 7
+    x = torch.randn(n, tp.irreps_in1.dim, dtype=dtype)
+    y = torch.randn(n, tp.irreps_in2.dim, dtype=dtype)
+    _check_close(tp(x, y), ref(x, y), dtype, "output")
+
+
 def test_item_block_size_fits_the_lane_buffers_in_cache():
     """64 items per block while the block's lane buffers fit in LANE_BUFFER_BYTES, 32 beyond."""
     from equitp.executors.cpu import _tensor_product as cpu

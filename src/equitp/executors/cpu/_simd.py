@@ -221,8 +221,12 @@ def vsum(typingctx, v):
 @intrinsic
 def vtranspose(typingctx, src, src_off, src_stride, dst, dst_off, dst_stride):
     """Transpose one square block of ``vwidth`` x ``vwidth`` elements: ``dst[dst_off + j * dst_stride + i] =
-    src[src_off + i * src_stride + j]`` (rows loaded as vectors, transposed in registers by interleaving shuffles,
-    stored as vectors). Both arrays are 1-D of the same dtype."""
+    src[src_off + i * src_stride + j]``. Both arrays are 1-D of the same dtype.
+
+    The rows are loaded as half vectors and paired across the two 128-bit lanes (row ``i`` and row ``i + n/2`` of the
+    same column half in one vector, a load and an insert), so the rest of the transpose stays within lanes: two stages
+    of in-lane shuffles for float32 (16 shuffles for 8 x 8; three stages of interleaves would take 24, some crossing
+    lanes), one for float64 (4 for 4 x 4)."""
     vt = _vector_of(src)
     if _vector_of(dst) != vt:
         return None
@@ -232,33 +236,48 @@ def vtranspose(typingctx, src, src_off, src_stride, dst, dst_off, dst_stride):
         s_arr, s_off, s_str, d_arr, d_off, d_str = args
         sty, dty = sig.args[0], sig.args[3]
         lt = context.get_value_type(vt)
+        elt = lt.element
         align = sty.dtype.bitwidth // 8
         i64 = ir.IntType(64)
         i32 = ir.IntType(32)
-        rows = []
-        for i in range(n):
-            idx = builder.add(s_off, builder.mul(s_str, ir.Constant(i64, i)))
+        h = n // 2
+        half_t = ir.VectorType(elt, h)
+
+        def half(row, part):  # elements part * h .. part * h + h of row `row`
+            idx = builder.add(builder.add(s_off, builder.mul(s_str, ir.Constant(i64, row))), ir.Constant(i64, part * h))
             ptr = _element_pointer(context, builder, sty, s_arr, idx)
-            rows.append(builder.load(builder.bitcast(ptr, lt.as_pointer()), align=align))
-        half = n // 2
-        lo_mask = ir.Constant(ir.VectorType(i32, n), [k for j in range(half) for k in (j, n + j)])
-        hi_mask = ir.Constant(ir.VectorType(i32, n), [k for j in range(half, n) for k in (j, n + j)])
-        stages = n.bit_length() - 1
-        for _ in range(stages):  # each stage interleaves row i with row i + n/2; log2(n) stages transpose
-            new = [None] * n
-            for i in range(half):
-                a, b = rows[i], rows[i + half]
-                new[2 * i] = builder.shuffle_vector(a, b, lo_mask)
-                new[2 * i + 1] = builder.shuffle_vector(a, b, hi_mask)
-            rows = new
+            return builder.load(builder.bitcast(ptr, half_t.as_pointer()), align=align)
+
+        def shuf(a, b, mask):
+            return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(i32, n), mask))
+
+        cat = list(range(n))
+        # t[part][i]: [row i, elements of half `part` | row i + h, same elements]
+        t = [[shuf(half(i, part), half(i + h, part), cat) for i in range(h)] for part in range(2)]
+        cols = []
+        if n == 8:
+            lo = [0, 8, 1, 9, 4, 12, 5, 13]  # unpcklps
+            hi = [2, 10, 3, 11, 6, 14, 7, 15]  # unpckhps
+            ev = [0, 1, 8, 9, 4, 5, 12, 13]  # first two of each lane of a, then of b
+            od = [2, 3, 10, 11, 6, 7, 14, 15]
+            for part in range(2):
+                t0, t1, t2, t3 = t[part]
+                u0, u1 = shuf(t0, t1, lo), shuf(t0, t1, hi)
+                u2, u3 = shuf(t2, t3, lo), shuf(t2, t3, hi)
+                cols += [shuf(u0, u2, ev), shuf(u0, u2, od), shuf(u1, u3, ev), shuf(u1, u3, od)]
+        elif n == 4:
+            for part in range(2):
+                t0, t1 = t[part]
+                cols += [shuf(t0, t1, [0, 4, 2, 6]), shuf(t0, t1, [1, 5, 3, 7])]
+        else:  # pragma: no cover - only 8 x float32 and 4 x float64 vectors exist
+            raise NotImplementedError(n)
         for j in range(n):
             idx = builder.add(d_off, builder.mul(d_str, ir.Constant(i64, j)))
             ptr = _element_pointer(context, builder, dty, d_arr, idx)
-            builder.store(rows[j], builder.bitcast(ptr, lt.as_pointer()), align=align)
+            builder.store(cols[j], builder.bitcast(ptr, lt.as_pointer()), align=align)
         return context.get_dummy_value()
 
     return types.void(src, src_off, src_stride, dst, dst_off, dst_stride), codegen
-
 
 
 def _contiguous(arrty):
