@@ -584,7 +584,7 @@ def test_pair_product_kernel_matches_reference(monkeypatch, dtype, group):
     assert groups is not None and list(groups[6]) == [tp.irreps_out.dim - 1]  # 0o
     assert (len(groups[1]) - 1 > 1) == (group == 5)
     assert np.diff(plan.flat(3)[1]).max() > 5  # a row with more pairs than a group of five holds
-    n = 2 * cpu._flat_lanes(plan) + 7
+    n = 2 * cpu._pair_lanes(plan) + 7
     x = torch.randn(n, tp.irreps_in1.dim, dtype=dtype)
     y = torch.randn(n, tp.irreps_in2.dim, dtype=dtype)
     _check_close(tp(x, y), ref(x, y), dtype, "output")

@@ -806,12 +806,11 @@ def tensor_product_cpu(desc, target: int, operands, weightless: bool = True):
         _uvw_run(desc, plan, W, X, Y, G, {3: {"out": out}, 1: {"gx": out}, 2: {"gy": out}}[target], transpose)
         return out
     table, ci, cj, ck, cv = plan.forms[target]
-    L = _flat_lanes(plan)
-    if _blocked(plan) and L % (128 // plan.itemsize) == 0 and plan.pairs(target) is not None:
+    if _blocked(plan) and plan.pairs(target) is not None:
         rows, ptr, _, _, _, co, _ = plan.flat(target)
         _parallel(
             lambda *args: _forward_pairs(*args[:-1]), N, rows, ptr, co, *plan.pairs(target), A.numpy(), B.numpy(),
-            out.numpy(), plan.gmap[a], plan.gmap[b], L, _use_nt_flat(out, 1),
+            out.numpy(), plan.gmap[a], plan.gmap[b], _pair_lanes(plan), _use_nt_flat(out, 1),
             min_rows=plan.min_rows,
         )  # fmt: skip
         return out
@@ -936,6 +935,14 @@ def _lanes(plan, w_batched: bool) -> int:
         return LANES
     per_lane = (plan.dims[1] + plan.dims[2] + plan.dims[3] + (plan.dims[0] if w_batched else 0)) * plan.itemsize
     return 64 if per_lane * 64 <= LANE_BUFFER_BYTES else 32
+
+
+def _pair_lanes(plan) -> int:
+    """Items per block of the pair-product kernel: eight SIMD vectors (64 float32 / 32 float64 items), one
+    accumulator each over a target row's entries."""
+    if LANES is not None and LANES % (8 * 32 // plan.itemsize) == 0:
+        return LANES
+    return 8 * (32 // plan.itemsize)
 
 
 def _flat_lanes(plan) -> int:
@@ -1991,7 +1998,7 @@ def _store_chunk_vec(src, Cflat, z0, nb, E, L, e0, e1):
 
 
 #: distinct (in1, in2) element pairs per group of the pair-product kernel (`_forward_pairs`): a group's products
-#: (pairs x lanes, 24 KB for 192 pairs of 32 float32 lanes) stay in the L1 cache while its target rows read them
+#: (pairs x lanes, 48 KB for 192 pairs of 64 float32 lanes) stay in the L1/L2 caches while its target rows read them
 PAIR_GROUP = 192
 
 
@@ -2051,7 +2058,7 @@ def _forward_pairs(rows, ptr, co, order, g_rows, g_pairs, pa, pb, el, gaps, maxp
     (one vector load per entry and vector instead of two and a multiply; the full l <= 6 product has 21,762 entries
     over 2,401 distinct pairs, 3,177 products formed in 17 groups); the block's output is stored at the end
     (`_store_chunk_vec`), for ``nt`` (large outputs) into a staging block copied out with non-temporal stores (the
-    block's rows are contiguous in C). L: four vectors."""
+    block's rows are contiguous in C). L: eight vectors (`_pair_lanes`)."""
     dt = A.dtype
     VW = vwidth(C)
     E = C.shape[1]
@@ -2082,43 +2089,37 @@ def _forward_pairs(rows, ptr, co, order, g_rows, g_pairs, pa, pb, el, gaps, maxp
                 r = load_at(order, i)
                 t = load_at(rows, r) * L
                 n1 = load_at(ptr, r + 1)
-                for l0 in range(0, L, 4 * VW):
-                    # two sets of four accumulators (even and odd entries): eight independent multiply-add chains, so
-                    # the adds' latency does not bound the rate (four chains: one entry per FMA latency)
-                    x0 = vzero(Cb)
-                    x1 = vzero(Cb)
-                    x2 = vzero(Cb)
-                    x3 = vzero(Cb)
-                    y0 = vzero(Cb)
-                    y1 = vzero(Cb)
-                    y2 = vzero(Cb)
-                    y3 = vzero(Cb)
-                    n = load_at(ptr, r)
-                    while n + 1 < n1:
-                        c = load_at(co, n)
-                        p = load_at(el, n) * L + l0
-                        d = load_at(co, n + 1)
-                        q = load_at(el, n + 1) * L + l0
-                        x0 = vfma(x0, vload(Pb, p), c)
-                        x1 = vfma(x1, vload(Pb, p + VW), c)
-                        x2 = vfma(x2, vload(Pb, p + 2 * VW), c)
-                        x3 = vfma(x3, vload(Pb, p + 3 * VW), c)
-                        y0 = vfma(y0, vload(Pb, q), d)
-                        y1 = vfma(y1, vload(Pb, q + VW), d)
-                        y2 = vfma(y2, vload(Pb, q + 2 * VW), d)
-                        y3 = vfma(y3, vload(Pb, q + 3 * VW), d)
-                        n += 2
-                    if n < n1:
-                        c = load_at(co, n)
-                        p = load_at(el, n) * L + l0
-                        x0 = vfma(x0, vload(Pb, p), c)
-                        x1 = vfma(x1, vload(Pb, p + VW), c)
-                        x2 = vfma(x2, vload(Pb, p + 2 * VW), c)
-                        x3 = vfma(x3, vload(Pb, p + 3 * VW), c)
-                    vstore(Cb, t + l0, vadd(x0, y0))
-                    vstore(Cb, t + l0 + VW, vadd(x1, y1))
-                    vstore(Cb, t + l0 + 2 * VW, vadd(x2, y2))
-                    vstore(Cb, t + l0 + 3 * VW, vadd(x3, y3))
+                n0 = load_at(ptr, r)
+                # eight vectors of lanes per entry: eight independent multiply-add chains in one pass over the
+                # entries (with four vectors and 32 lanes, the per-entry index work weighed twice as much: 23 ms
+                # against 21.3 ms, full l <= 6 forward on one thread)
+                x0 = vzero(Cb)
+                x1 = vzero(Cb)
+                x2 = vzero(Cb)
+                x3 = vzero(Cb)
+                x4 = vzero(Cb)
+                x5 = vzero(Cb)
+                x6 = vzero(Cb)
+                x7 = vzero(Cb)
+                for n in range(n0, n1):
+                    c = load_at(co, n)
+                    p = load_at(el, n) * L
+                    x0 = vfma(x0, vload(Pb, p), c)
+                    x1 = vfma(x1, vload(Pb, p + VW), c)
+                    x2 = vfma(x2, vload(Pb, p + 2 * VW), c)
+                    x3 = vfma(x3, vload(Pb, p + 3 * VW), c)
+                    x4 = vfma(x4, vload(Pb, p + 4 * VW), c)
+                    x5 = vfma(x5, vload(Pb, p + 5 * VW), c)
+                    x6 = vfma(x6, vload(Pb, p + 6 * VW), c)
+                    x7 = vfma(x7, vload(Pb, p + 7 * VW), c)
+                vstore(Cb, t, x0)
+                vstore(Cb, t + VW, x1)
+                vstore(Cb, t + 2 * VW, x2)
+                vstore(Cb, t + 3 * VW, x3)
+                vstore(Cb, t + 4 * VW, x4)
+                vstore(Cb, t + 5 * VW, x5)
+                vstore(Cb, t + 6 * VW, x6)
+                vstore(Cb, t + 7 * VW, x7)
         if nt:
             _store_chunk_vec(Cb, Sb, 0, nb, E, L, 0, E)
             _copy_nt(Sb, Cflat, zb * E, nb * E)
