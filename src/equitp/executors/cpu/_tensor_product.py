@@ -1984,8 +1984,8 @@ def _store_chunk_vec(src, Cflat, z0, nb, E, L, e0, e1):
     VW = vwidth(src)
     nl = nb - nb % VW
     ne = e1 - (e1 - e0) % VW
-    for l0 in range(0, nl, VW):
-        for e in range(e0, ne, VW):
+    for e in range(e0, ne, VW):
+        for l0 in range(0, nl, VW):
             vtranspose(src, (e - e0) * L + l0, L, Cflat, (z0 + l0) * E + e, E)
     for lane in range(nl):
         base = (z0 + lane) * E
