@@ -560,14 +560,21 @@ def test_item_blocked_vector_store_matches_reference(monkeypatch, dtype, irreps,
         _check_close(a, b, dtype, "gradient")
 
 
+@pytest.mark.parametrize("nt", [False, True])
 @pytest.mark.parametrize("group", [192, 5])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_pair_product_kernel_matches_reference(monkeypatch, dtype, group):
+def test_pair_product_kernel_matches_reference(monkeypatch, dtype, group, nt):
     """Forward of weightless single-channel products by the pair-product kernel (products of element pairs formed once
     per group of target rows): one group or many (groups of five pairs, rows with more pairs than that alone), output
-    elements without any path (zeros), full and partial blocks of items."""
+    elements without any path (zeros), full and partial blocks of items, the output stored directly or (``nt``, forced
+    for every size) through the staging rows and non-temporal stores."""
     from equitp.executors.cpu import _tensor_product as cpu
 
+    if nt:
+        monkeypatch.setattr(cpu, "NT_MIN_BYTES", 0)
+    taken = []
+    use_nt_flat = cpu._use_nt_flat
+    monkeypatch.setattr(cpu, "_use_nt_flat", lambda *a: taken.append(use_nt_flat(*a)) or taken[-1])
     monkeypatch.setattr(cpu, "PAIR_GROUP", group)
     monkeypatch.setattr(cpu, "PAIR_MIN_REUSE", 0.0)  # small groups form the same products again: below the default
     monkeypatch.setattr(cpu, "_plans", {})
@@ -588,6 +595,7 @@ def test_pair_product_kernel_matches_reference(monkeypatch, dtype, group):
     x = torch.randn(n, tp.irreps_in1.dim, dtype=dtype)
     y = torch.randn(n, tp.irreps_in2.dim, dtype=dtype)
     _check_close(tp(x, y), ref(x, y), dtype, "output")
+    assert taken == [nt]
 
 
 def test_item_block_size_fits_the_lane_buffers_in_cache():

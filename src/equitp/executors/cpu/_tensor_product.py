@@ -1981,6 +1981,18 @@ def _copy_nt(src, dst, d0, n):
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
+def _store_lanes_nt(Cb, Sb, Cflat, zb, nb, E, L):
+    # the block's output rows (items zb .. zb + nb, contiguous in Cflat) from the lane buffer Cb (E x L), VW items at a
+    # time: their rows transposed into the staging buffer Sb (VW x E, cache-resident) and copied out at once with
+    # non-temporal stores
+    VW = vwidth(Cb)
+    for l0 in range(0, nb, VW):
+        n = min(VW, nb - l0)
+        _store_chunk_vec(Cb[l0:], Sb, 0, n, E, L, 0, E)
+        _copy_nt(Sb, Cflat, (zb + l0) * E, n * E)
+
+
+@numba.njit(fastmath=True, cache=True, inline="always")
 def _store_chunk_vec(src, Cflat, z0, nb, E, L, e0, e1):
     # Cflat[(z0 + lane) * E + e] = src[(e - e0) * L + lane] for e in e0:e1 and the first nb lanes: squares of VW x VW
     # transposed in registers, the edges element by element
@@ -2069,7 +2081,7 @@ def _forward_pairs(rows, ptr, co, order, g_rows, g_pairs, pa, pb, el, gaps, maxp
     Bb = np.empty(B.shape[1] * L, dtype=dt)
     Cb = np.empty(E * L, dtype=dt)
     Pb = np.empty(maxp * L, dtype=dt)
-    Sb = np.empty(L * E if nt else 0, dtype=dt)
+    Sb = np.empty(VW * E if nt else 0, dtype=dt)
     Cflat = C.reshape(C.shape[0] * E)
     G = g_rows.shape[0] - 1
     for zb in range(z0, z1, L):
@@ -2124,8 +2136,7 @@ def _forward_pairs(rows, ptr, co, order, g_rows, g_pairs, pa, pb, el, gaps, maxp
                 vstore(Cb, t + 6 * VW, x6)
                 vstore(Cb, t + 7 * VW, x7)
         if nt:
-            _store_chunk_vec(Cb, Sb, 0, nb, E, L, 0, E)
-            _copy_nt(Sb, Cflat, zb * E, nb * E)
+            _store_lanes_nt(Cb, Sb, Cflat, zb, nb, E, L)
         else:
             _store_chunk_vec(Cb, Cflat, zb, nb, E, L, 0, E)
     if nt:
