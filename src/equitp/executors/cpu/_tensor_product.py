@@ -958,10 +958,43 @@ def _flat_lanes(plan) -> int:
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
+def _is_identity(gmap):
+    for e in range(gmap.shape[0]):
+        if gmap[e] != e:
+            return False
+    return True
+
+
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _load_block_vec(src, z0, nb, dst, L):
+    # _load_block for an operand whose elements are in lane-buffer order (identity gmap): squares of VW items x VW
+    # elements transposed in registers, the edges element by element; lanes nb..L-1 zeroed
+    E = src.shape[1]
+    VW = vwidth(dst)
+    nl = nb - nb % VW
+    ne = E - E % VW
+    for l0 in range(0, nl, VW):
+        for e0 in range(0, ne, VW):
+            vtranspose(src, (z0 + l0) * E + e0, E, dst, e0 * L + l0, L)
+    for lane in range(nl):
+        for e in range(ne, E):
+            store_at(dst, e * L + lane, load_at(src, (z0 + lane) * E + e))
+    for lane in range(nl, nb):
+        for e in range(E):
+            store_at(dst, e * L + lane, load_at(src, (z0 + lane) * E + e))
+    for lane in range(nb, L):
+        for e in range(E):
+            store_at(dst, e * L + lane, 0.0)
+
+
+@numba.njit(fastmath=True, cache=True, inline="always")
 def _load_block(src, z0, nb, dst, gmap, L):
     # dst[e * L + lane] = src[z0 + lane, gmap[e]] (e: ir_mul element index, gmap: its index in the global layout);
-    # lanes nb..L-1 zeroed
+    # lanes nb..L-1 zeroed. Elements already in lane-buffer order (single channels, ir_mul, weights): SIMD transposes
     E = gmap.shape[0]
+    if E == src.shape[1] and _is_identity(gmap):
+        _load_block_vec(src, z0, nb, dst, L)
+        return
     for lane in range(nb):
         row = src[z0 + lane]
         for e in range(E):
@@ -973,8 +1006,11 @@ def _load_block(src, z0, nb, dst, gmap, L):
 
 @numba.njit(fastmath=True, cache=True, inline="always")
 def _store_block(src, dst, z0, nb, gmap, L):
-    # dst[z0 + lane, gmap[e]] = src[e * L + lane] for the first nb lanes
+    # dst[z0 + lane, gmap[e]] = src[e * L + lane] for the first nb lanes (identity gmap: SIMD transposes)
     E = gmap.shape[0]
+    if E == dst.shape[1] and _is_identity(gmap):
+        _store_chunk_vec(src, dst.reshape(dst.shape[0] * E), z0, nb, E, L, 0, E)
+        return
     for lane in range(nb):
         row = dst[z0 + lane]
         for e in range(E):
@@ -1981,36 +2017,6 @@ def _copy_nt(src, dst, d0, n):
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
-def _is_identity(gmap):
-    for e in range(gmap.shape[0]):
-        if gmap[e] != e:
-            return False
-    return True
-
-
-@numba.njit(fastmath=True, cache=True, inline="always")
-def _load_block_vec(src, z0, nb, dst, L):
-    # _load_block for an operand whose elements are in lane-buffer order (identity gmap): squares of VW items x VW
-    # elements transposed in registers, the edges element by element; lanes nb..L-1 zeroed
-    E = src.shape[1]
-    VW = vwidth(dst)
-    nl = nb - nb % VW
-    ne = E - E % VW
-    for l0 in range(0, nl, VW):
-        for e0 in range(0, ne, VW):
-            vtranspose(src, (z0 + l0) * E + e0, E, dst, e0 * L + l0, L)
-    for lane in range(nl):
-        for e in range(ne, E):
-            store_at(dst, e * L + lane, load_at(src, (z0 + lane) * E + e))
-    for lane in range(nl, nb):
-        for e in range(E):
-            store_at(dst, e * L + lane, load_at(src, (z0 + lane) * E + e))
-    for lane in range(nb, L):
-        for e in range(E):
-            store_at(dst, e * L + lane, 0.0)
-
-
-@numba.njit(fastmath=True, cache=True, inline="always")
 def _store_lanes_nt(Cb, Sb, Cflat, zb, nb, E, L):
     # the block's output rows (items zb .. zb + nb, contiguous in Cflat) from the lane buffer Cb (E x L), VW items at a
     # time: their rows transposed into the staging buffer Sb (VW x E, cache-resident) and copied out at once with
@@ -2114,18 +2120,10 @@ def _forward_pairs(rows, ptr, co, order, g_rows, g_pairs, pa, pb, el, gaps, maxp
     Sb = np.empty(VW * E if nt else 0, dtype=dt)
     Cflat = C.reshape(C.shape[0] * E)
     G = g_rows.shape[0] - 1
-    a_ident = _is_identity(segA)
-    b_ident = _is_identity(segB)
     for zb in range(z0, z1, L):
         nb = min(L, z1 - zb)
-        if a_ident:
-            _load_block_vec(A, zb, nb, Ab, L)
-        else:
-            _load_block(A, zb, nb, Ab, segA, L)
-        if b_ident:
-            _load_block_vec(B, zb, nb, Bb, L)
-        else:
-            _load_block(B, zb, nb, Bb, segB, L)
+        _load_block(A, zb, nb, Ab, segA, L)
+        _load_block(B, zb, nb, Bb, segB, L)
         for i in range(gaps.shape[0]):
             t = gaps[i] * L
             for l0 in range(0, L, VW):
@@ -2198,24 +2196,12 @@ def _forward_flat(rows, ptr, ea, eb, ew, co, unweighted, W, w_batched, A, B, C, 
         if segC[e] != e:
             c_identity = False
     Cflat = C.reshape(C.shape[0] * C.shape[1])
-    a_ident = _is_identity(segA)
-    b_ident = _is_identity(segB)
-    w_ident = _is_identity(segW)
     for zb in range(z0, z1, L):
         nb = min(L, z1 - zb)
-        if a_ident:
-            _load_block_vec(A, zb, nb, Ab, L)
-        else:
-            _load_block(A, zb, nb, Ab, segA, L)
-        if b_ident:
-            _load_block_vec(B, zb, nb, Bb, L)
-        else:
-            _load_block(B, zb, nb, Bb, segB, L)
+        _load_block(A, zb, nb, Ab, segA, L)
+        _load_block(B, zb, nb, Bb, segB, L)
         if w_batched:
-            if w_ident:
-                _load_block_vec(W, zb, nb, Wb, L)
-            else:
-                _load_block(W, zb, nb, Wb, segW, L)
+            _load_block(W, zb, nb, Wb, segW, L)
         if L % (4 * vwidth(Ab)) == 0:
             if c_identity:
                 _flat_chunks_vec(rows, ptr, ea, eb, ew, co, unweighted, w_batched, Wsh, Ab, Bb, Wb, Cb, L, weightless,
