@@ -118,8 +118,7 @@ def _store_row_nt(src, dst, z, segs, transpose):
     base = z * n
     VW = vwidth(src)
     if not transpose:
-        for r in range(0, n, VW):
-            vstore_nt(dst, base + r, vload(src, r))
+        _copy_nt(src, dst, base, n)
         return
     for s in range(segs.shape[0]):
         off = segs[s, 0]
@@ -508,9 +507,7 @@ def _backward_fused(
             if nt_w:
                 _zero(GWb, numel)
                 _item_wf(tw, iw, jw, kw, vw, GWb, Xb, Yb, Gb, T)
-                base = z * numel
-                for r in range(0, numel, vwidth(GWb)):
-                    vstore_nt(GW, base + r, vload(GWb, r))
+                _copy_nt(GWb, GW, z * numel, numel)
                 continue
             GWrow = GW[z] if w_batched else GW[q]
             if w_batched:
@@ -554,19 +551,22 @@ def _nt_layout(segs, transpose: bool, vw: int) -> bool:
 NT_MIN_BYTES = 16 << 20
 
 
+def _nt_sized(out: torch.Tensor) -> bool:
+    """``out`` is large enough for non-temporal stores and its data starts on a vector boundary (32 bytes)."""
+    return out.numel() * out.element_size() >= NT_MIN_BYTES and out.data_ptr() % 32 == 0
+
+
 def _use_nt_flat(out: torch.Tensor, row_multiple: int | None = None) -> bool:
     """Write the 2-D ``out`` with non-temporal stores of whole vectors, its rows having a multiple of ``row_multiple``
     elements (default: one SIMD vector, for kernels that store row by row; 1 for kernels that store whole blocks of
     rows, contiguous)."""
     vw = 32 // out.element_size() if row_multiple is None else row_multiple
-    return out.shape[1] % vw == 0 and out.numel() * out.element_size() >= NT_MIN_BYTES and out.data_ptr() % 32 == 0
+    return out.shape[1] % vw == 0 and _nt_sized(out)
 
 
 def _use_nt(plan, target: int, out: torch.Tensor) -> bool:
     """Write ``out`` (a 2-D output of the kernels, rows of operand ``target``) with non-temporal stores."""
-    return (
-        plan.nt_layout[target] and out.numel() * out.element_size() >= NT_MIN_BYTES and out.data_ptr() % 32 == 0
-    )
+    return plan.nt_layout[target] and _nt_sized(out)
 
 
 def _sort_by_target(table, ci, cj, ck, cv):
@@ -1791,9 +1791,7 @@ def _uvw_pass(
         if do_gy:
             _store_row(GYb, GY, z, seg2, transpose)
         if nt_gw:
-            base = z * numel
-            for r in range(0, numel, VW):
-                vstore_nt(GW, base + r, vload(GWb, r))
+            _copy_nt(GWb, GW, z * numel, numel)
     if nt_gw:
         store_fence()
     keepalive(buf)
