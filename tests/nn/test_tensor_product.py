@@ -376,7 +376,7 @@ def test_fully_connected_kernel_chosen_and_matches_reference(monkeypatch, dtype,
     tp = equitp.FullyConnectedTensorProduct(i1, i2, i1, backend="cpu", **kw).to(dtype)
     ref = equitp.FullyConnectedTensorProduct(i1, i2, i1, backend="reference", **kw).to(dtype)
     plan = cpu._get_plan(tp.descriptor, dtype)
-    assert plan.uvw and plan.uvw_cover and cpu._fully_connected(plan)
+    assert plan.uvw and plan.uvw_cover and plan.uvw_assign and cpu._fully_connected(plan)
     table = plan.weight_form[0]
     x_first = plan.uvw_xw.astype(bool)
     if order is None:  # scalar inputs into higher-l outputs go x-first, higher-l inputs into scalars t-first
@@ -389,6 +389,48 @@ def test_fully_connected_kernel_chosen_and_matches_reference(monkeypatch, dtype,
     for i, name in enumerate(("x", "y", "weight")):
         (single,) = torch.autograd.grad(tp(x, y, w), (x, y, w)[i], g)
         _check_close(single, grads_ref[i], dtype, f"single grad {name}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fully_connected_forward_kernel_equals_general_pass(monkeypatch, dtype):
+    """The forward-only fully connected kernel (`_uvw_forward`, Clebsch-Gordan rows summed in registers and assigned)
+    and the general pass (`_uvw_pass`, which the plan falls back to when a path's CG has an empty row) give the same
+    output, equal to the reference executor's, per-item and shared weights, both layouts."""
+    from equitp.executors.cpu import _tensor_product as cpu
+
+    torch.manual_seed(5)
+    i1, i2 = "11x1o+9x1e+40x0e+37x0o+3x2e", "1x0e+2x1o+1x2e"
+    calls = []
+    parallel = cpu._parallel
+
+    def recording(kernel, *args, **kwargs):
+        calls.append(kernel)
+        return parallel(kernel, *args, **kwargs)
+
+    monkeypatch.setattr(cpu, "_parallel", recording)
+    for layout in ("mul_ir", "ir_mul"):
+        for shared in (False, True):
+            kw = dict(shared_weights=shared, internal_weights=False, layout=layout)
+            tp = equitp.FullyConnectedTensorProduct(i1, i2, i1, backend="cpu", **kw).to(dtype)
+            ref = equitp.FullyConnectedTensorProduct(i1, i2, i1, backend="reference", **kw).to(dtype)
+            x, y = torch.randn(37, tp.irreps_in1.dim, dtype=dtype), torch.randn(37, tp.irreps_in2.dim, dtype=dtype)
+            w = torch.randn(*(() if shared else (37,)), tp.weight_numel, dtype=dtype)
+            plan = cpu._get_plan(tp.descriptor, dtype)
+            assert plan.uvw_assign
+            with torch.no_grad():
+                expected = ref(x, y, w)
+                outs = {}
+                for assign, kernel in ((True, cpu._uvw_forward), (False, cpu._uvw_pass)):
+                    plan.uvw_assign = assign  # the plan is cached: restored below
+                    calls.clear()
+                    try:
+                        outs[assign] = tp(x, y, w)
+                    finally:
+                        plan.uvw_assign = True
+                    assert calls == [kernel]
+                _check_close(outs[True], expected, dtype, "forward kernel")
+                _check_close(outs[False], expected, dtype, "general pass")
+                assert not torch.equal(outs[True], torch.zeros_like(outs[True]))
 
 
 @pytest.mark.parametrize(
