@@ -609,7 +609,8 @@ def test_pair_product_kernel_matches_reference(monkeypatch, dtype, group, nt):
     """Forward of weightless single-channel products by the pair-product kernel (products of element pairs formed once
     per group of target rows): one group or many (groups of five pairs, rows with more pairs than that alone), output
     elements without any path (zeros), full and partial blocks of items, the output stored directly or (``nt``, forced
-    for every size) through the staging rows and non-temporal stores."""
+    for every size) through the staging block, streamed out with non-temporal stores during the next block and after
+    the last."""
     from equitp.executors.cpu import _tensor_product as cpu
 
     if nt:
