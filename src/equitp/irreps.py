@@ -244,13 +244,15 @@ class Irreps(tuple):
                         out.append(MulIr(mul, ir))
                     else:
                         raise TypeError(f"irreps: cannot interpret {item!r} as (mul, ir)")
-        return super().__new__(cls, out)
+        self = super().__new__(cls, out)
+        self._dim = sum(mul * ir.dim for mul, ir in out)  # immutable: computed once (the ops check it on every call)
+        return self
 
     # -- sizes --------------------------------------------------------------------------------------------------------
     @property
     def dim(self) -> int:
         """Total dimension ``sum(mul * (2l + 1))``."""
-        return sum(mul * ir.dim for mul, ir in self)
+        return self._dim
 
     @property
     def num_irreps(self) -> int:
