@@ -492,6 +492,23 @@ def test_channelwise_register_rows_and_vector_transposes_match_reference(monkeyp
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layout", ["mul_ir", "ir_mul"])
+def test_channelwise_wide_register_rows_match_reference(monkeypatch, dtype, layout):
+    """Channelwise rows of eight SIMD vectors per pass (64 float32 / 32 float64 channels) followed by four, one and a
+    scalar rest (multiplicities 64, 77 and 100; 100 = 64 + 32 + 4 in float32), forward and every gradient (the input
+    gradient runs the same register rows with the operands' roles swapped) against the reference executor."""
+    from equitp.executors.cpu import _tensor_product as cpu
+
+    monkeypatch.setattr(cpu, "KERNEL_FAMILY", "channels")
+    torch.manual_seed(9)
+    i1 = "77x0e+100x1o+64x2e"
+    args = (i1, "0e+1o+2e", "77x0e+100x1o+64x2e+100x2e")
+    tp = equitp.channelwise_tensor_product(*args, backend="cpu", layout=layout).to(dtype)
+    ref = equitp.channelwise_tensor_product(*args, backend="reference", layout=layout).to(dtype)
+    _check_against_reference(tp, ref, 5, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["mul_ir", "ir_mul"])
 def test_non_temporal_stores_match_reference(monkeypatch, dtype, layout):
     """Outputs and gradients written with non-temporal stores (large outputs; here forced for every size): rows of
     whole SIMD vectors of channels with 1, 3, 5 and 7 components give the reference executor's values, forward and
