@@ -1674,26 +1674,20 @@ def _uvw_grads(GWrow, Wrow, wbase, wa, Gb, c_off, c_str, c_mul, c_dim, T, M, a_m
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
+def _uvw_path_fields(tab, p):
+    # the columns of path p's row of the fully connected kernel's table that its loops use
+    return (tab[p, _WOFF], tab[p, _WA], tab[p, _WB], tab[p, _AOFF], tab[p, _AMUL], tab[p, _ADIM], tab[p, _BOFF],
+            tab[p, _BMUL], tab[p, _COFF], tab[p, _CMUL], tab[p, _CDIM], tab[p, _N0], tab[p, _N1], tab[p, _ASTR],
+            tab[p, _BSTR], tab[p, _CSTR])
+
+
+@numba.njit(fastmath=True, cache=True, inline="always")
 def _uvw_item(
     tab, ci, cj, ck, cv, xw, Wrow, Xb, Yb, Gb, Ob, GXb, GYb, GWrow, do_out, do_gx, do_gy, do_gw, gw_set, T, M, U, MASK,
 ):  # fmt: skip
     for p in range(tab.shape[0]):
-        w_off = tab[p, _WOFF]
-        wa = tab[p, _WA]
-        wb = tab[p, _WB]
-        a_off = tab[p, _AOFF]
-        a_mul = tab[p, _AMUL]
-        a_dim = tab[p, _ADIM]
-        b_off = tab[p, _BOFF]
-        b_mul = tab[p, _BMUL]
-        c_off = tab[p, _COFF]
-        c_mul = tab[p, _CMUL]
-        c_dim = tab[p, _CDIM]
-        n0 = tab[p, _N0]
-        n1 = tab[p, _N1]
-        a_str = tab[p, _ASTR]
-        b_str = tab[p, _BSTR]
-        c_str = tab[p, _CSTR]
+        (w_off, wa, wb, a_off, a_mul, a_dim, b_off, b_mul, c_off, c_mul, c_dim, n0, n1, a_str, b_str,
+         c_str) = _uvw_path_fields(tab, p)
         need_m = do_gx or do_gy
         for b in range(b_mul):
             wbase = w_off + b * wb
@@ -1893,22 +1887,8 @@ def _cg_groups_vec(D, d_off, d_str, S, s_off, s_str, n_col, Yb, b_off, b_str, b,
 def _uvw_forward_path(tab, p, ci, cj, ck, cv, xw, Wrow, Xb, Yb, Ob, T, MASK):
     # path p of one item: Ob += the path's contribution (see _uvw_forward)
     VW = vwidth(Wrow)
-    w_off = tab[p, _WOFF]
-    wa = tab[p, _WA]
-    wb = tab[p, _WB]
-    a_off = tab[p, _AOFF]
-    a_mul = tab[p, _AMUL]
-    a_dim = tab[p, _ADIM]
-    b_off = tab[p, _BOFF]
-    b_mul = tab[p, _BMUL]
-    c_off = tab[p, _COFF]
-    c_mul = tab[p, _CMUL]
-    c_dim = tab[p, _CDIM]
-    n0 = tab[p, _N0]
-    n1 = tab[p, _N1]
-    a_str = tab[p, _ASTR]
-    b_str = tab[p, _BSTR]
-    c_str = tab[p, _CSTR]
+    (w_off, wa, wb, a_off, a_mul, a_dim, b_off, b_mul, c_off, c_mul, c_dim, n0, n1, a_str, b_str,
+     c_str) = _uvw_path_fields(tab, p)
     for b in range(b_mul):
         wbase = w_off + b * wb
         if xw[p]:
