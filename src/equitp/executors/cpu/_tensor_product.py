@@ -1,15 +1,27 @@
 """Multithreaded, vectorised CPU kernels (numba) for the Clebsch–Gordan tensor product.
 
-Two kernels evaluate every pass of a `TensorProductDescriptor`:
+Two forms evaluate every pass of a `TensorProductDescriptor`:
 
-* `_forward_form`: ``C[c, k] += sum W A[a, i] B[b, j] coef`` over the paths of a plan (see
+* the forward form ``C[c, k] += sum W A[a, i] B[b, j] coef`` over the paths of a plan (see
   ``descriptors._tensor_product._Plan``). The forward pass is ``(A, B, C) = (in1, in2, out)``; the gradients with
-  respect to ``in1`` and ``in2`` are the same kernel on the permuted plan (``(in2, grad_out) -> in1`` and
-  ``(in1, grad_out) -> in2``).
-* `_weight_form`: ``gW[...] += sum A[a, i] B[b, j] G[c, k] coef``, the gradient with respect to the weights.
+  respect to ``in1`` and ``in2`` are the same form on the permuted plan (``(in2, grad_out) -> in1`` and
+  ``(in1, grad_out) -> in2``);
+* the weight form ``gW[...] += sum A[a, i] B[b, j] G[c, k] coef``, the gradient with respect to the weights.
 
-Items (rows) are distributed over threads in chunks; each item's operands are transposed into small thread-local
-buffers in ``ir_mul`` order so the innermost loops run over contiguous channels and vectorise.
+Each form has kernels of three families, chosen per plan (`_use_blocked`, `_uvw_eligible`; ``KERNEL_FAMILY`` forces
+one in tests):
+
+* per item, vectors over channels (`_forward_form`, `_weight_form`, `_backward_fused`): each item's operands are
+  transposed into small thread-local buffers in ``ir_mul`` order so the innermost loops run over contiguous channels
+  (channelwise ``uvu`` rows summed in registers: `_uvu_rows`);
+* fully connected ``uvw`` products (`_uvw_forward` for the output alone, `_uvw_pass` for any set of outputs and
+  gradients): per item and path ``T = CG(x, y)`` then ``O += T W``, or ``U = X W`` then ``O += CG(U, y)``, with
+  register-blocked micro-kernels over the output channels;
+* item-blocked, vectors over items (`_forward_form_blocked`, `_forward_flat`, `_forward_pairs`, `_weight_flat`):
+  blocks of 32-64 items in lane buffers, for products with few channels (single-channel full products, tetris).
+
+Items (rows) are distributed over threads in chunks (`_parallel`). Large outputs are written with non-temporal
+stores where their layout allows (`_use_nt`, `_use_nt_flat`).
 """
 
 from __future__ import annotations
