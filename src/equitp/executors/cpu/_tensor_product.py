@@ -656,7 +656,7 @@ class _CpuPlan:
         # within each path. It assigns (rather than accumulates) each row of a path's CG(x, y), so it applies only when
         # every output component has an entry, which the orthogonality of the 3j symbols guarantees (sum_ij C_ijk^2 =
         # 1 / (2 l3 + 1)); the general `_uvw_pass` runs otherwise
-        self.uvw_form = _sort_by_target(*self.weight_form)
+        self.uvw_form = _sort_by_target(*self.weight_form) if self.uvw else None
         ck = self.weight_form[3]
         self.uvw_assign = self.uvw and all(len(np.unique(ck[r[_N0]:r[_N1]])) == r[_CDIM] for r in wt)
         # for the item-blocked kernels: global index of each ir_mul element of in1, in2, out; identity for the weights
@@ -1808,9 +1808,6 @@ def _uvw_pass(
     MASK[VW:] = 1.0
     W = unmanaged(W)
     GW = unmanaged(GW)
-    tab, ci, cj, ck, cv, xw = unmanaged(tab), unmanaged(ci), unmanaged(cj), unmanaged(ck), unmanaged(cv), unmanaged(xw)
-    X, Y, G, O, GX, GY = unmanaged(X), unmanaged(Y), unmanaged(G), unmanaged(O), unmanaged(GX), unmanaged(GY)
-    seg1, seg2, seg3 = unmanaged(seg1), unmanaged(seg2), unmanaged(seg3)
     numel = GW.shape[1]
     if do_gw and not w_batched:
         _zero(GW[q], numel)
@@ -1947,7 +1944,7 @@ def _uvw_forward(tab, ci, cj, ck, cv, xw, W, w_batched, X, Y, O, seg1, seg2, seg
     dt = W.dtype
     VW = vwidth(W)
     sizes = (X.shape[1], Y.shape[1], O.shape[1], tsize, 2 * VW)
-    buf = np.zeros(sum(sizes) + VW, dtype=dt)
+    buf = np.zeros(sum(sizes), dtype=dt)
     ubuf = unmanaged(buf)
     Xb, p0 = _carve(ubuf, 0, sizes[0])
     Yb, p0 = _carve(ubuf, p0, sizes[1])
@@ -2209,6 +2206,18 @@ def _store_chunk_vec(src, Cflat, z0, nb, E, L, e0, e1):
             Cflat[base + e] = src[(e - e0) * L + lane]
 
 
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _stream_nt(S, s_pos, Cflat, d_pos, k):
+    # k vectors S[s_pos ...] -> Cflat[d_pos ...] with non-temporal stores (d_pos on a vector boundary); returns the
+    # advanced positions
+    VW = vwidth(S)
+    for _ in range(k):
+        vstore_nt(Cflat, d_pos, vload(S, s_pos))
+        s_pos += VW
+        d_pos += VW
+    return s_pos, d_pos
+
+
 #: distinct (in1, in2) element pairs per group of the pair-product kernel (`_forward_pairs`): a group's products
 #: (pairs x lanes, 48 KB for 192 pairs of 64 float32 lanes) stay in the L1/L2 caches while its target rows read them
 PAIR_GROUP = 192
@@ -2344,17 +2353,10 @@ def _forward_pairs(rows, ptr, co, order, g_rows, g_pairs, pa, pb, el, gaps, maxp
                 vstore(Cb, t + 7 * VW, x7)
                 if pending > 0:
                     k = min(per_row, pending)
-                    for _ in range(k):
-                        vstore_nt(Cflat, d_pos, vload(S, s_pos))
-                        s_pos += VW
-                        d_pos += VW
+                    s_pos, d_pos = _stream_nt(S, s_pos, Cflat, d_pos, k)
                     pending -= k
         if nt:
-            while pending > 0:  # the rest of the previous block
-                vstore_nt(Cflat, d_pos, vload(S, s_pos))
-                s_pos += VW
-                d_pos += VW
-                pending -= 1
+            _stream_nt(S, s_pos, Cflat, d_pos, pending)  # the rest of the previous block
             _store_chunk_vec(Cb, S, 0, nb, E, L, 0, E)
             d0 = zb * E
             n = nb * E
@@ -2370,11 +2372,7 @@ def _forward_pairs(rows, ptr, co, order, g_rows, g_pairs, pa, pb, el, gaps, maxp
         else:
             _store_chunk_vec(Cb, Cflat, zb, nb, E, L, 0, E)
     if nt:
-        while pending > 0:
-            vstore_nt(Cflat, d_pos, vload(S, s_pos))
-            s_pos += VW
-            d_pos += VW
-            pending -= 1
+        _stream_nt(S, s_pos, Cflat, d_pos, pending)
         store_fence()
 
 
