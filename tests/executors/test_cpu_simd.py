@@ -7,8 +7,8 @@ import pytest
 numba = pytest.importorskip("numba")
 
 from equitp.executors.cpu._simd import (  # noqa: E402
-    keepalive, store_fence, unmanaged, vdeinterleave, vfma, vinterleave, vinterleave_nt, vload, vstore, vstore_nt,
-    vtranspose, vwidth, vzero,
+    keepalive, store_fence, unmanaged, vadd, vdeinterleave, vfma, vinterleave, vinterleave_nt, vload, vmul, vstore,
+    vstore_nt, vtranspose, vwidth, vzero, wload, wstore, wtranspose, wwidth, wzero,
 )
 
 
@@ -150,4 +150,49 @@ def test_vector_transpose_of_squares(dtype):
     x = np.random.default_rng(1).standard_normal(rows * cols).astype(dtype)
     y = np.zeros(rows * cols, dtype=dtype)
     _transpose_blocks(x, y, rows, cols)
+    np.testing.assert_array_equal(y.reshape(cols, rows), x.reshape(rows, cols).T)
+
+
+@numba.njit
+def _wide_ops(x, y, out, c):
+    # out = c * x + x * y + y at unaligned offsets, by wide vectors, with a scalar tail
+    ww = wwidth(x)
+    i = 0
+    while i + ww <= x.shape[0]:
+        a, b = wload(x, i), wload(y, i)
+        wstore(out, i, vadd(vfma(wzero(x), a, c), vadd(vmul(a, b), b)))
+        i += ww
+    while i < x.shape[0]:
+        out[i] = c * x[i] + x[i] * y[i] + y[i]
+        i += 1
+    return ww
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_wide_vectors_are_twice_the_width(dtype):
+    """wload / wstore / wzero move wwidth = 2 vwidth elements (64 bytes); vfma, vadd and vmul take wide vectors."""
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal(53).astype(dtype), rng.standard_normal(53).astype(dtype)
+    out = np.zeros(53, dtype=dtype)
+    ww = _wide_ops(x[1:], y[1:], out[1:], 0.5)  # 52 elements from an unaligned start: whole vectors and a tail
+    assert ww * np.dtype(dtype).itemsize == 64
+    np.testing.assert_allclose(out[1:], 0.5 * x[1:] + x[1:] * y[1:] + y[1:], rtol=1e-6)
+    assert out[0] == 0
+
+
+@numba.njit
+def _wide_transpose_blocks(src, dst, rows, cols):
+    w = wwidth(src)
+    for i0 in range(0, rows, w):
+        for j0 in range(0, cols, w):
+            wtranspose(src, i0 * cols + j0, cols, dst, j0 * rows + i0, rows)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_wide_transpose_of_squares(dtype):
+    """wtranspose moves each wwidth x wwidth square (16 x 16 float32, 8 x 8 float64) to its transposed place."""
+    rows, cols = 32, 48
+    x = np.random.default_rng(3).standard_normal(rows * cols).astype(dtype)
+    y = np.zeros(rows * cols, dtype=dtype)
+    _wide_transpose_blocks(x, y, rows, cols)
     np.testing.assert_array_equal(y.reshape(cols, rows), x.reshape(rows, cols).T)

@@ -34,7 +34,7 @@ import torch
 
 from ._simd import (
     keepalive, load_at, store_at, store_fence, unmanaged, vadd, vdeinterleave, vfma, vinterleave, vinterleave_nt, vload,
-    vmul, vstore, vstore_nt, vsum, vtranspose, vwidth, vzero,
+    vmul, vstore, vstore_nt, vsum, vtranspose, vwidth, vzero, wload, wstore, wtranspose, wwidth, wzero,
 )
 
 __all__ = ["tensor_product_cpu"]
@@ -995,11 +995,9 @@ def _lanes(plan, w_batched: bool) -> int:
 
 
 def _pair_lanes(plan) -> int:
-    """Items per block of the pair-product kernel: eight SIMD vectors (64 float32 / 32 float64 items), one
-    accumulator each over a target row's entries."""
-    if LANES is not None and LANES % (8 * 32 // plan.itemsize) == 0:
-        return LANES
-    return 8 * (32 // plan.itemsize)
+    """Items per block of the pair-product kernel: four wide SIMD vectors (64 float32 / 32 float64 items), one
+    accumulator each over a target row's entries (the kernel's row loop is written for exactly four)."""
+    return 4 * (64 // plan.itemsize)
 
 
 def _flat_lanes(plan) -> int:
@@ -2271,6 +2269,54 @@ def _pair_groups(rows, ptr, ea, eb, seg_a, seg_b, n_target: int, budget: int):
             np.asarray(pb, dtype=np.int64), el, gaps, maxp)
 
 
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _aligned_empty(n, dt):
+    # an uninitialised 1-D array of n elements whose data starts on a 64-byte boundary (a view of a larger array)
+    buf = np.empty(n + 16, dtype=dt)  # 16 elements: at least 64 bytes
+    k = (64 - buf.ctypes.data % 64) % 64 // buf.itemsize
+    return buf[k:k + n]
+
+
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _store_chunk_wide(src, dst, nb, D, L, E):
+    # dst[lane * D + e] = src[e * L + lane] for e < E and the first nb lanes: squares of wwidth x wwidth transposed
+    # in wide registers (`wtranspose`), the edges element by element
+    WW = wwidth(src)
+    nl = nb - nb % WW
+    ne = E - E % WW
+    for e in range(0, ne, WW):
+        for l0 in range(0, nl, WW):
+            wtranspose(src, e * L + l0, L, dst, l0 * D + e, D)
+    for lane in range(nl):
+        for e in range(ne, E):
+            store_at(dst, lane * D + e, load_at(src, e * L + lane))
+    for lane in range(nl, nb):
+        for e in range(E):
+            store_at(dst, lane * D + e, load_at(src, e * L + lane))
+
+
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _stream_rows(S, Ep, E, sz, se, Cflat, d_pos, k, tmp):
+    # k vectors of Cflat from d_pos on (a vector boundary) with non-temporal stores, taken from the item rows of S
+    # (item z at z * Ep, Ep >= E) from item sz, element se on; a vector that spans items is assembled in tmp. Returns
+    # the advanced (sz, se, d_pos)
+    VW = vwidth(S)
+    for _ in range(k):
+        if se + VW <= E:
+            vstore_nt(Cflat, d_pos, vload(S, sz * Ep + se))
+            se += VW
+        else:
+            for j in range(VW):
+                if se == E:
+                    sz += 1
+                    se = 0
+                store_at(tmp, j, load_at(S, sz * Ep + se))
+                se += 1
+            vstore_nt(Cflat, d_pos, vload(tmp, 0))
+        d_pos += VW
+    return sz, se, d_pos
+
+
 @numba.njit(nogil=True, fastmath=True, cache=True)
 def _forward_pairs(rows, ptr, co, order, g_rows, g_pairs, pa, pb, el, gaps, maxp, A, B, C, segA, segB, L, nt, z0, z1):
     """The flat forward kernel for forms without weights whose target elements are in lane-buffer order (single
@@ -2278,25 +2324,37 @@ def _forward_pairs(rows, ptr, co, order, g_rows, g_pairs, pa, pb, el, gaps, maxp
     are formed once per block of items, then each target row sums ``coef * P[pair]`` over its entries in registers
     (one vector load per entry and vector instead of two and a multiply; the full l <= 6 product has 21,762 entries
     over 2,401 distinct pairs, 3,177 products formed in 17 groups); the block's output is stored at the end
-    (`_store_chunk_vec`), for ``nt`` (large outputs) as described below. L: eight vectors (`_pair_lanes`).
+    (`_store_chunk_vec`), for ``nt`` (large outputs) as described below. L: four wide vectors (`_pair_lanes`), the
+    lane buffers aligned to 64 bytes.
 
     With ``nt``, a block's output is transposed into the item-major staging buffer ``S`` when the block is done, and
     streamed out with non-temporal stores a few vectors after each target row of the *next* block: the stores drain to
     memory while the multiply-adds run (streamed at the end of each block instead, the two phases took about equally
     long and did not overlap: full l <= 6 forward 19.1 -> 16.4 ms on one thread, 10.5-11.0 -> 9.1-10.1 ms on two;
-    one store per entry instead of a few per row: 18.4 / 9.7 ms; cached instead of non-temporal stores: 21.0 / 11.5)."""
+    one store per entry instead of a few per row: 18.4 / 9.7 ms; cached instead of non-temporal stores: 21.0 / 11.5).
+    The rows of ``S`` are padded to whole wide vectors (stride ``Ep``), and the block is transposed in squares of wide
+    vectors (`_store_chunk_wide`): each store writes one whole cache line (with ``Ep = E`` = 2,401 and 8 x 8 squares
+    most stores straddled two lines).
+
+    Against eight AVX accumulators, unaligned buffers, unpadded rows and 8 x 8 transposes (full l <= 6 forward, same
+    process, alternating): 17.5 -> 15.8 ms on one thread, 9.5-9.8 -> 8.7-8.8 ms on two; the wide accumulators alone
+    gave 17.0 -> 16.1 ms, 32-byte aligned rows with 8 x 8 transposes another 0.4 ms."""
     dt = A.dtype
     VW = vwidth(C)
+    WW = wwidth(C)
     E = C.shape[1]
-    Ab = np.empty(A.shape[1] * L, dtype=dt)
-    Bb = np.empty(B.shape[1] * L, dtype=dt)
-    Cb = np.empty(E * L, dtype=dt)
-    Pb = np.empty(maxp * L, dtype=dt)
-    S = np.empty(L * E if nt else 0, dtype=dt)
+    Ep = (E + WW - 1) // WW * WW
+    Ab = _aligned_empty(A.shape[1] * L, dt)
+    Bb = _aligned_empty(B.shape[1] * L, dt)
+    Cb = _aligned_empty(E * L, dt)
+    Pb = _aligned_empty(maxp * L, dt)
+    S = _aligned_empty(L * Ep if nt else 0, dt)
+    tmp = _aligned_empty(VW, dt)
     Cflat = C.reshape(C.shape[0] * E)
     G = g_rows.shape[0] - 1
     n_rows = g_rows[G]
-    s_pos = 0  # the streamed block: next element of S, its place in Cflat, whole vectors left, vectors per row
+    sz = 0  # the streamed block: item and element of S, place in Cflat, whole vectors left, vectors per row
+    se = 0
     d_pos = 0
     pending = 0
     per_row = 0
@@ -2306,73 +2364,64 @@ def _forward_pairs(rows, ptr, co, order, g_rows, g_pairs, pa, pb, el, gaps, maxp
         _load_block(B, zb, nb, Bb, segB, L)
         for i in range(gaps.shape[0]):
             t = gaps[i] * L
-            for l0 in range(0, L, VW):
-                vstore(Cb, t + l0, vzero(Cb))
+            for l0 in range(0, L, WW):
+                wstore(Cb, t + l0, wzero(Cb))
         for g in range(G):
             k0 = g_pairs[g]
             for k in range(k0, g_pairs[g + 1]):
                 p = (k - k0) * L
                 a = load_at(pa, k) * L
                 b = load_at(pb, k) * L
-                for l0 in range(0, L, VW):
-                    vstore(Pb, p + l0, vmul(vload(Ab, a + l0), vload(Bb, b + l0)))
+                wstore(Pb, p, vmul(wload(Ab, a), wload(Bb, b)))
+                wstore(Pb, p + WW, vmul(wload(Ab, a + WW), wload(Bb, b + WW)))
+                wstore(Pb, p + 2 * WW, vmul(wload(Ab, a + 2 * WW), wload(Bb, b + 2 * WW)))
+                wstore(Pb, p + 3 * WW, vmul(wload(Ab, a + 3 * WW), wload(Bb, b + 3 * WW)))
             for i in range(g_rows[g], g_rows[g + 1]):
                 r = load_at(order, i)
                 t = load_at(rows, r) * L
                 n1 = load_at(ptr, r + 1)
                 n0 = load_at(ptr, r)
-                # eight vectors of lanes per entry: eight independent multiply-add chains in one pass over the
-                # entries (with four vectors and 32 lanes, the per-entry index work weighed twice as much: 23 ms
+                # four wide vectors of lanes per entry: four independent multiply-add chains in one pass over the
+                # entries (with four AVX vectors and 32 lanes, the per-entry index work weighed twice as much: 23 ms
                 # against 21.3 ms, full l <= 6 forward on one thread)
-                x0 = vzero(Cb)
-                x1 = vzero(Cb)
-                x2 = vzero(Cb)
-                x3 = vzero(Cb)
-                x4 = vzero(Cb)
-                x5 = vzero(Cb)
-                x6 = vzero(Cb)
-                x7 = vzero(Cb)
+                x0 = wzero(Cb)
+                x1 = wzero(Cb)
+                x2 = wzero(Cb)
+                x3 = wzero(Cb)
                 for n in range(n0, n1):
                     c = load_at(co, n)
                     p = load_at(el, n) * L
-                    x0 = vfma(x0, vload(Pb, p), c)
-                    x1 = vfma(x1, vload(Pb, p + VW), c)
-                    x2 = vfma(x2, vload(Pb, p + 2 * VW), c)
-                    x3 = vfma(x3, vload(Pb, p + 3 * VW), c)
-                    x4 = vfma(x4, vload(Pb, p + 4 * VW), c)
-                    x5 = vfma(x5, vload(Pb, p + 5 * VW), c)
-                    x6 = vfma(x6, vload(Pb, p + 6 * VW), c)
-                    x7 = vfma(x7, vload(Pb, p + 7 * VW), c)
-                vstore(Cb, t, x0)
-                vstore(Cb, t + VW, x1)
-                vstore(Cb, t + 2 * VW, x2)
-                vstore(Cb, t + 3 * VW, x3)
-                vstore(Cb, t + 4 * VW, x4)
-                vstore(Cb, t + 5 * VW, x5)
-                vstore(Cb, t + 6 * VW, x6)
-                vstore(Cb, t + 7 * VW, x7)
+                    x0 = vfma(x0, wload(Pb, p), c)
+                    x1 = vfma(x1, wload(Pb, p + WW), c)
+                    x2 = vfma(x2, wload(Pb, p + 2 * WW), c)
+                    x3 = vfma(x3, wload(Pb, p + 3 * WW), c)
+                wstore(Cb, t, x0)
+                wstore(Cb, t + WW, x1)
+                wstore(Cb, t + 2 * WW, x2)
+                wstore(Cb, t + 3 * WW, x3)
                 if pending > 0:
                     k = min(per_row, pending)
-                    s_pos, d_pos = _stream_nt(S, s_pos, Cflat, d_pos, k)
+                    sz, se, d_pos = _stream_rows(S, Ep, E, sz, se, Cflat, d_pos, k, tmp)
                     pending -= k
         if nt:
-            _stream_nt(S, s_pos, Cflat, d_pos, pending)  # the rest of the previous block
-            _store_chunk_vec(Cb, S, 0, nb, E, L, 0, E)
+            _stream_rows(S, Ep, E, sz, se, Cflat, d_pos, pending, tmp)  # the rest of the previous block
+            _store_chunk_wide(Cb, S, nb, Ep, L, E)
             d0 = zb * E
             n = nb * E
             h = min(n, (VW - d0 % VW) % VW)  # up to the first vector boundary of C, and the tail: plain stores now
             for i in range(h):
-                store_at(Cflat, d0 + i, load_at(S, i))
+                store_at(Cflat, d0 + i, load_at(S, i // E * Ep + i % E))
             pending = (n - h) // VW
             for i in range(h + pending * VW, n):
-                store_at(Cflat, d0 + i, load_at(S, i))
-            s_pos = h
+                store_at(Cflat, d0 + i, load_at(S, i // E * Ep + i % E))
+            sz = h // E
+            se = h % E
             d_pos = d0 + h
             per_row = (pending + n_rows - 1) // max(n_rows, 1)
         else:
             _store_chunk_vec(Cb, Cflat, zb, nb, E, L, 0, E)
     if nt:
-        _stream_nt(S, s_pos, Cflat, d_pos, pending)
+        _stream_rows(S, Ep, E, sz, se, Cflat, d_pos, pending, tmp)
         store_fence()
 
 
