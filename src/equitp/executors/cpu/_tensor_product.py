@@ -36,6 +36,7 @@ from ._simd import (
     keepalive, load_at, store_at, store_fence, unmanaged, vadd, vdeinterleave, vfma, vinterleave, vinterleave_nt, vload,
     vmul, vstore, vstore_nt, vsum, vtranspose, vwidth, vzero, wload, wstore, wtranspose, wwidth, wzero,
 )
+from ._threads import run_team
 
 __all__ = ["tensor_product_cpu"]
 
@@ -730,10 +731,6 @@ def _get_plan(desc, dtype):
     return p
 
 
-_pool = None
-_pool_size = 0
-
-
 def _num_threads() -> int:
     return max(1, torch.get_num_threads())
 
@@ -758,20 +755,14 @@ PARALLEL_MIN_FLOPS = 1_000_000
 
 def _parallel(fn, n: int, *args, min_rows: int = 16):
     """Run ``fn(*args, z0, z1, chunk_index)`` over ``n`` rows split in chunks that the threads take in turn (the
-    kernels release the GIL); each thread gets at least ``min_rows`` rows, at most `_num_chunks()` chunks. Returns the
-    number of chunks."""
-    global _pool, _pool_size
+    kernels release the GIL; the threads are torch's own OpenMP workers where torch has them, see `._threads`); each
+    thread gets at least ``min_rows`` rows, at most `_num_chunks()` chunks. Returns the number of chunks."""
     nt = min(_num_threads(), max(1, n // max(min_rows, 1)))
     if nt == 1:
         fn(*args, 0, n, 0)
         return 1
     nch = min(nt * CHUNKS_PER_THREAD, max(nt, n // max(min_rows, 16)))
     bounds = [(n * i) // nch for i in range(nch + 1)]
-    if _pool is None or _pool_size < nt:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _pool = ThreadPoolExecutor(max_workers=nt, thread_name_prefix="equitp-cpu")
-        _pool_size = nt
     counter = itertools.count()
 
     def worker():
@@ -781,10 +772,7 @@ def _parallel(fn, n: int, *args, min_rows: int = 16):
                 return
             fn(*args, bounds[i], bounds[i + 1], i)
 
-    futures = [_pool.submit(worker) for _ in range(1, nt)]
-    worker()
-    for f in futures:
-        f.result()
+    run_team(worker, nt)
     return nch
 
 
