@@ -136,20 +136,25 @@ def test_non_temporal_stores_write_the_same_values(dtype, d):
 
 
 @numba.njit
-def _transpose_blocks(src, dst, rows, cols):
-    vw = vwidth(src)
-    for i0 in range(0, rows, vw):
-        for j0 in range(0, cols, vw):
-            vtranspose(src, i0 * cols + j0, cols, dst, j0 * rows + i0, rows)
+def _transpose_blocks(src, dst, rows, cols, wide):
+    w = wwidth(src) if wide else vwidth(src)
+    for i0 in range(0, rows, w):
+        for j0 in range(0, cols, w):
+            if wide:
+                wtranspose(src, i0 * cols + j0, cols, dst, j0 * rows + i0, rows)
+            else:
+                vtranspose(src, i0 * cols + j0, cols, dst, j0 * rows + i0, rows)
 
 
+@pytest.mark.parametrize("wide", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_vector_transpose_of_squares(dtype):
-    """vtranspose moves each vwidth x vwidth square to its transposed place (strided rows on both sides)."""
-    rows, cols = 16, 24
+def test_vector_transpose_of_squares(dtype, wide):
+    """vtranspose moves each vwidth x vwidth square to its transposed place (strided rows on both sides); wtranspose
+    each wwidth x wwidth square (16 x 16 float32, 8 x 8 float64)."""
+    rows, cols = 32, 48
     x = np.random.default_rng(1).standard_normal(rows * cols).astype(dtype)
     y = np.zeros(rows * cols, dtype=dtype)
-    _transpose_blocks(x, y, rows, cols)
+    _transpose_blocks(x, y, rows, cols, wide)
     np.testing.assert_array_equal(y.reshape(cols, rows), x.reshape(rows, cols).T)
 
 
@@ -178,21 +183,3 @@ def test_wide_vectors_are_twice_the_width(dtype):
     assert ww * np.dtype(dtype).itemsize == 64
     np.testing.assert_allclose(out[1:], 0.5 * x[1:] + x[1:] * y[1:] + y[1:], rtol=1e-6)
     assert out[0] == 0
-
-
-@numba.njit
-def _wide_transpose_blocks(src, dst, rows, cols):
-    w = wwidth(src)
-    for i0 in range(0, rows, w):
-        for j0 in range(0, cols, w):
-            wtranspose(src, i0 * cols + j0, cols, dst, j0 * rows + i0, rows)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_wide_transpose_of_squares(dtype):
-    """wtranspose moves each wwidth x wwidth square (16 x 16 float32, 8 x 8 float64) to its transposed place."""
-    rows, cols = 32, 48
-    x = np.random.default_rng(3).standard_normal(rows * cols).astype(dtype)
-    y = np.zeros(rows * cols, dtype=dtype)
-    _wide_transpose_blocks(x, y, rows, cols)
-    np.testing.assert_array_equal(y.reshape(cols, rows), x.reshape(rows, cols).T)

@@ -70,96 +70,75 @@ def _element_pointer(context, builder, arrty, arr, idx):
     return builder.gep(ary.data, [idx])
 
 
-@intrinsic
-def vwidth(typingctx, arr):
-    n = _vector_of(arr).n
-
-    def codegen(context, builder, sig, args):
-        return ir.Constant(ir.IntType(64), n)
-
-    return types.intp(arr), codegen
+def _named(name: str, fn):
+    # an intrinsic made by a factory, under its own name
+    fn.__name__ = fn.__qualname__ = name
+    return intrinsic(fn)
 
 
-@intrinsic
-def wwidth(typingctx, arr):
-    n = _wide_of(arr).n
+def _width(name: str, vector_of):
+    def width(typingctx, arr):
+        n = vector_of(arr).n
 
-    def codegen(context, builder, sig, args):
-        return ir.Constant(ir.IntType(64), n)
+        def codegen(context, builder, sig, args):
+            return ir.Constant(ir.IntType(64), n)
 
-    return types.intp(arr), codegen
+        return types.intp(arr), codegen
 
-
-@intrinsic
-def wzero(typingctx, arr):
-    vt = _wide_of(arr)
-
-    def codegen(context, builder, sig, args):
-        return ir.Constant(context.get_value_type(sig.return_type), None)
-
-    return vt(arr), codegen
+    return _named(name, width)
 
 
-@intrinsic
-def wload(typingctx, arr, idx):
-    vt = _wide_of(arr)
+def _zero(name: str, vector_of):
+    def zero(typingctx, arr):
+        vt = vector_of(arr)
 
-    def codegen(context, builder, sig, args):
-        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
-        lt = context.get_value_type(sig.return_type)
-        return builder.load(builder.bitcast(ptr, lt.as_pointer()), align=sig.args[0].dtype.bitwidth // 8)
+        def codegen(context, builder, sig, args):
+            return ir.Constant(context.get_value_type(sig.return_type), None)
 
-    return vt(arr, idx), codegen
+        return vt(arr), codegen
 
-
-@intrinsic
-def wstore(typingctx, arr, idx, v):
-    if _wide_of(arr) != v:
-        raise TypeError(f"cannot store {v} into {arr}")
-
-    def codegen(context, builder, sig, args):
-        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
-        val = args[2]
-        builder.store(val, builder.bitcast(ptr, val.type.as_pointer()), align=sig.args[0].dtype.bitwidth // 8)
-        return context.get_dummy_value()
-
-    return types.void(arr, idx, v), codegen
+    return _named(name, zero)
 
 
-@intrinsic
-def vzero(typingctx, arr):
-    vt = _vector_of(arr)
+def _load(name: str, vector_of):
+    def load(typingctx, arr, idx):
+        vt = vector_of(arr)
 
-    def codegen(context, builder, sig, args):
-        return ir.Constant(context.get_value_type(sig.return_type), None)
+        def codegen(context, builder, sig, args):
+            ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+            lt = context.get_value_type(sig.return_type)
+            return builder.load(builder.bitcast(ptr, lt.as_pointer()), align=sig.args[0].dtype.bitwidth // 8)
 
-    return vt(arr), codegen
+        return vt(arr, idx), codegen
 
-
-@intrinsic
-def vload(typingctx, arr, idx):
-    vt = _vector_of(arr)
-
-    def codegen(context, builder, sig, args):
-        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
-        lt = context.get_value_type(sig.return_type)
-        return builder.load(builder.bitcast(ptr, lt.as_pointer()), align=sig.args[0].dtype.bitwidth // 8)
-
-    return vt(arr, idx), codegen
+    return _named(name, load)
 
 
-@intrinsic
-def vstore(typingctx, arr, idx, v):
-    if _vector_of(arr) != v:
-        raise TypeError(f"cannot store {v} into {arr}")
+def _store(name: str, vector_of):
+    def store(typingctx, arr, idx, v):
+        if vector_of(arr) != v:
+            raise TypeError(f"cannot store {v} into {arr}")
 
-    def codegen(context, builder, sig, args):
-        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
-        val = args[2]
-        builder.store(val, builder.bitcast(ptr, val.type.as_pointer()), align=sig.args[0].dtype.bitwidth // 8)
-        return context.get_dummy_value()
+        def codegen(context, builder, sig, args):
+            ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+            val = args[2]
+            builder.store(val, builder.bitcast(ptr, val.type.as_pointer()), align=sig.args[0].dtype.bitwidth // 8)
+            return context.get_dummy_value()
 
-    return types.void(arr, idx, v), codegen
+        return types.void(arr, idx, v), codegen
+
+    return _named(name, store)
+
+
+# the vector (AVX register) and wide-vector (AVX-512 register) forms of the same four intrinsics
+vwidth = _width("vwidth", _vector_of)
+vzero = _zero("vzero", _vector_of)
+vload = _load("vload", _vector_of)
+vstore = _store("vstore", _vector_of)
+wwidth = _width("wwidth", _wide_of)
+wzero = _zero("wzero", _wide_of)
+wload = _load("wload", _wide_of)
+wstore = _store("wstore", _wide_of)
 
 
 def _nontemporal(builder, store) -> None:
@@ -278,126 +257,109 @@ def vsum(typingctx, v):
     return v.dtype(v), codegen
 
 
-@intrinsic
-def vtranspose(typingctx, src, src_off, src_stride, dst, dst_off, dst_stride):
-    """Transpose one square block of ``vwidth`` x ``vwidth`` elements: ``dst[dst_off + j * dst_stride + i] =
-    src[src_off + i * src_stride + j]``. Both arrays are 1-D of the same dtype.
+def _transpose(name: str, vector_of, stages, doc: str):
+    # a square transpose intrinsic: the rows loaded as half vectors, rows i and i + n/2 paired per half at load time
+    # (t[part][i] = [row i, elements of half `part` | row i + n/2, same elements]), then `stages(shuf, t, n)` gives the
+    # n output rows, stored at dst_off + j * dst_stride
+    def transpose(typingctx, src, src_off, src_stride, dst, dst_off, dst_stride):
+        vt = vector_of(src)
+        if vector_of(dst) != vt:
+            return None
+        n = vt.n
+
+        def codegen(context, builder, sig, args):
+            s_arr, s_off, s_str, d_arr, d_off, d_str = args
+            sty, dty = sig.args[0], sig.args[3]
+            lt = context.get_value_type(vt)
+            align = sty.dtype.bitwidth // 8
+            i64 = ir.IntType(64)
+            i32 = ir.IntType(32)
+            h = n // 2
+            half_t = ir.VectorType(lt.element, h)
+
+            def half(row, part):  # elements part * h .. part * h + h of row `row`
+                idx = builder.add(builder.add(s_off, builder.mul(s_str, ir.Constant(i64, row))),
+                                  ir.Constant(i64, part * h))
+                ptr = _element_pointer(context, builder, sty, s_arr, idx)
+                return builder.load(builder.bitcast(ptr, half_t.as_pointer()), align=align)
+
+            def shuf(a, b, mask):
+                return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(i32, n), mask))
+
+            cat = list(range(n))
+            t = [[shuf(half(i, part), half(i + h, part), cat) for i in range(h)] for part in range(2)]
+            cols = stages(shuf, t, n)
+            for j in range(n):
+                idx = builder.add(d_off, builder.mul(d_str, ir.Constant(i64, j)))
+                ptr = _element_pointer(context, builder, dty, d_arr, idx)
+                builder.store(cols[j], builder.bitcast(ptr, lt.as_pointer()), align=align)
+            return context.get_dummy_value()
+
+        return types.void(src, src_off, src_stride, dst, dst_off, dst_stride), codegen
+
+    transpose.__doc__ = doc
+    return _named(name, transpose)
+
+
+def _in_lane_stages(shuf, t, n):
+    # after the pairing, the rest stays within 128-bit lanes: two stages of in-lane shuffles for 8 x float32 (16 in
+    # all; three stages of interleaves would take 24, some crossing lanes), one for 4 x float64 (4)
+    cols = []
+    if n == 8:
+        lo = [0, 8, 1, 9, 4, 12, 5, 13]  # unpcklps
+        hi = [2, 10, 3, 11, 6, 14, 7, 15]  # unpckhps
+        ev = [0, 1, 8, 9, 4, 5, 12, 13]  # first two of each lane of a, then of b
+        od = [2, 3, 10, 11, 6, 7, 14, 15]
+        for part in range(2):
+            t0, t1, t2, t3 = t[part]
+            u0, u1 = shuf(t0, t1, lo), shuf(t0, t1, hi)
+            u2, u3 = shuf(t2, t3, lo), shuf(t2, t3, hi)
+            cols += [shuf(u0, u2, ev), shuf(u0, u2, od), shuf(u1, u3, ev), shuf(u1, u3, od)]
+    elif n == 4:
+        for part in range(2):
+            t0, t1 = t[part]
+            cols += [shuf(t0, t1, [0, 4, 2, 6]), shuf(t0, t1, [1, 5, 3, 7])]
+    else:  # pragma: no cover - only 8 x float32 and 4 x float64 vectors exist
+        raise NotImplementedError(n)
+    return cols
+
+
+def _block_swap_stages(shuf, t, n):
+    # the pairing is the first stage (b = n/2) of the block swaps; each further stage (b = n/4 .. 1) swaps the
+    # off-diagonal b x b blocks of the row pairs (i, i + b), i // b even, one two-source shuffle per row: within each
+    # 2b chunk row i keeps its first b and takes row i + b's first b, row i + b takes row i's second b
+    r = t[0] + t[1]
+    b = n // 4
+    while b >= 1:
+        chunks = range(0, n, 2 * b)
+        lo = [x for c in chunks for x in list(range(c, c + b)) + list(range(n + c, n + c + b))]
+        hi = [x for c in chunks for x in list(range(c + b, c + 2 * b)) + list(range(n + c + b, n + c + 2 * b))]
+        nr = list(r)
+        for i in range(n):
+            if (i // b) % 2 == 0:
+                nr[i] = shuf(r[i], r[i + b], lo)
+                nr[i + b] = shuf(r[i], r[i + b], hi)
+        r = nr
+        b //= 2
+    return r
+
+
+vtranspose = _transpose("vtranspose", _vector_of, _in_lane_stages, """Transpose one square block of ``vwidth`` x
+    ``vwidth`` elements: ``dst[dst_off + j * dst_stride + i] = src[src_off + i * src_stride + j]``. Both arrays are 1-D
+    of the same dtype.
 
     The rows are loaded as half vectors and paired across the two 128-bit lanes (row ``i`` and row ``i + n/2`` of the
     same column half in one vector, a load and an insert), so the rest of the transpose stays within lanes: two stages
     of in-lane shuffles for float32 (16 shuffles for 8 x 8; three stages of interleaves would take 24, some crossing
-    lanes), one for float64 (4 for 4 x 4)."""
-    vt = _vector_of(src)
-    if _vector_of(dst) != vt:
-        return None
-    n = vt.n
+    lanes), one for float64 (4 for 4 x 4).""")
 
-    def codegen(context, builder, sig, args):
-        s_arr, s_off, s_str, d_arr, d_off, d_str = args
-        sty, dty = sig.args[0], sig.args[3]
-        lt = context.get_value_type(vt)
-        elt = lt.element
-        align = sty.dtype.bitwidth // 8
-        i64 = ir.IntType(64)
-        i32 = ir.IntType(32)
-        h = n // 2
-        half_t = ir.VectorType(elt, h)
-
-        def half(row, part):  # elements part * h .. part * h + h of row `row`
-            idx = builder.add(builder.add(s_off, builder.mul(s_str, ir.Constant(i64, row))), ir.Constant(i64, part * h))
-            ptr = _element_pointer(context, builder, sty, s_arr, idx)
-            return builder.load(builder.bitcast(ptr, half_t.as_pointer()), align=align)
-
-        def shuf(a, b, mask):
-            return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(i32, n), mask))
-
-        cat = list(range(n))
-        # t[part][i]: [row i, elements of half `part` | row i + h, same elements]
-        t = [[shuf(half(i, part), half(i + h, part), cat) for i in range(h)] for part in range(2)]
-        cols = []
-        if n == 8:
-            lo = [0, 8, 1, 9, 4, 12, 5, 13]  # unpcklps
-            hi = [2, 10, 3, 11, 6, 14, 7, 15]  # unpckhps
-            ev = [0, 1, 8, 9, 4, 5, 12, 13]  # first two of each lane of a, then of b
-            od = [2, 3, 10, 11, 6, 7, 14, 15]
-            for part in range(2):
-                t0, t1, t2, t3 = t[part]
-                u0, u1 = shuf(t0, t1, lo), shuf(t0, t1, hi)
-                u2, u3 = shuf(t2, t3, lo), shuf(t2, t3, hi)
-                cols += [shuf(u0, u2, ev), shuf(u0, u2, od), shuf(u1, u3, ev), shuf(u1, u3, od)]
-        elif n == 4:
-            for part in range(2):
-                t0, t1 = t[part]
-                cols += [shuf(t0, t1, [0, 4, 2, 6]), shuf(t0, t1, [1, 5, 3, 7])]
-        else:  # pragma: no cover - only 8 x float32 and 4 x float64 vectors exist
-            raise NotImplementedError(n)
-        for j in range(n):
-            idx = builder.add(d_off, builder.mul(d_str, ir.Constant(i64, j)))
-            ptr = _element_pointer(context, builder, dty, d_arr, idx)
-            builder.store(cols[j], builder.bitcast(ptr, lt.as_pointer()), align=align)
-        return context.get_dummy_value()
-
-    return types.void(src, src_off, src_stride, dst, dst_off, dst_stride), codegen
-
-
-@intrinsic
-def wtranspose(typingctx, src, src_off, src_stride, dst, dst_off, dst_stride):
-    """:func:`vtranspose` for a square of ``wwidth`` x ``wwidth`` elements (16 x 16 float32, 8 x 8 float64), in
-    wide vectors.
+wtranspose = _transpose("wtranspose", _wide_of, _block_swap_stages, """:func:`vtranspose` for a square of ``wwidth``
+    x ``wwidth`` elements (16 x 16 float32, 8 x 8 float64), in wide vectors.
 
     Rows ``i`` and ``i + n/2`` are paired by their half vectors at load time (the first stage of the block swaps);
     the remaining ``log2(n) - 1`` stages each swap the off-diagonal ``b x b`` blocks of the row pairs ``(i, i + b)``
     with one two-source shuffle per row: 48 shuffles for 16 x 16 float32 (0.19 per element; ``vtranspose``'s 8 x 8:
-    0.25), and whole 64-byte rows stored (aligned to a cache line when ``dst`` is)."""
-    vt = _wide_of(src)
-    if _wide_of(dst) != vt:
-        return None
-    n = vt.n
-
-    def codegen(context, builder, sig, args):
-        s_arr, s_off, s_str, d_arr, d_off, d_str = args
-        sty, dty = sig.args[0], sig.args[3]
-        lt = context.get_value_type(vt)
-        elt = lt.element
-        align = sty.dtype.bitwidth // 8
-        i64 = ir.IntType(64)
-        i32 = ir.IntType(32)
-        h = n // 2
-        half_t = ir.VectorType(elt, h)
-
-        def half(row, part):  # elements part * h .. part * h + h of row `row`
-            idx = builder.add(builder.add(s_off, builder.mul(s_str, ir.Constant(i64, row))), ir.Constant(i64, part * h))
-            ptr = _element_pointer(context, builder, sty, s_arr, idx)
-            return builder.load(builder.bitcast(ptr, half_t.as_pointer()), align=align)
-
-        def shuf(a, b, mask):
-            return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(i32, n), mask))
-
-        cat = list(range(n))
-        r = [None] * n
-        for i in range(h):  # the first stage (b = n/2): row i = [i lo | i + h lo], row i + h = [i hi | i + h hi]
-            r[i] = shuf(half(i, 0), half(i + h, 0), cat)
-            r[i + h] = shuf(half(i, 1), half(i + h, 1), cat)
-        b = h // 2
-        while b >= 1:
-            # rows i, i + b (i // b even): swap the b x b blocks: within each 2b chunk, row i keeps its first b and
-            # takes row i + b's first b; row i + b takes row i's second b and keeps its own
-            lo = [x for c in range(0, n, 2 * b) for x in list(range(c, c + b)) + list(range(n + c, n + c + b))]
-            hi = [x for c in range(0, n, 2 * b) for x in list(range(c + b, c + 2 * b)) + list(range(n + c + b, n + c + 2 * b))]
-            nr = list(r)
-            for i in range(n):
-                if (i // b) % 2 == 0:
-                    nr[i] = shuf(r[i], r[i + b], lo)
-                    nr[i + b] = shuf(r[i], r[i + b], hi)
-            r = nr
-            b //= 2
-        for j in range(n):
-            idx = builder.add(d_off, builder.mul(d_str, ir.Constant(i64, j)))
-            ptr = _element_pointer(context, builder, dty, d_arr, idx)
-            builder.store(r[j], builder.bitcast(ptr, lt.as_pointer()), align=align)
-        return context.get_dummy_value()
-
-    return types.void(src, src_off, src_stride, dst, dst_off, dst_stride), codegen
+    0.25), and whole 64-byte rows stored (aligned to a cache line when ``dst`` is).""")
 
 
 def _contiguous(arrty):
