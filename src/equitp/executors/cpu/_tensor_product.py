@@ -1049,7 +1049,7 @@ def _store_block(src, dst, z0, nb, gmap, L):
     # dst[z0 + lane, gmap[e]] = src[e * L + lane] for the first nb lanes (identity gmap: SIMD transposes)
     E = gmap.shape[0]
     if E == dst.shape[1] and _is_identity(gmap):
-        _store_chunk_vec(src, dst.reshape(dst.shape[0] * E), z0, nb, E, L, 0, E)
+        _store_chunk_vec(src, dst.reshape(dst.shape[0] * E), z0, nb, E, L, 0, E, False)
         return
     for lane in range(nb):
         row = dst[z0 + lane]
@@ -2153,7 +2153,7 @@ def _flat_chunks_vec(rows, ptr, ea, eb, ew, co, unweighted, w_batched, Wsh, Ab, 
             r += 1
         _flat_row_range_vec(rows, ptr, ea, eb, ew, co, unweighted, w_batched, Wsh, Ab, Bb, Wb, Cb, L, weightless,
                             r0, r, e0, e1)
-        _store_chunk_vec(Cb, Cflat, zb, nb, E, L, e0, e1)
+        _store_chunk_vec(Cb, Cflat, zb, nb, E, L, e0, e1, False)
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
@@ -2173,15 +2173,18 @@ def _copy_nt(src, dst, d0, n):
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
-def _store_chunk_vec(src, Cflat, z0, nb, E, L, e0, e1):
+def _store_chunk_vec(src, Cflat, z0, nb, E, L, e0, e1, wide):
     # Cflat[(z0 + lane) * E + e] = src[(e - e0) * L + lane] for e in e0:e1 and the first nb lanes: squares of VW x VW
-    # transposed in registers, the edges element by element
-    VW = vwidth(src)
+    # (wide: wwidth x wwidth, `wtranspose`) transposed in registers, the edges element by element
+    VW = wwidth(src) if wide else vwidth(src)
     nl = nb - nb % VW
     ne = e1 - (e1 - e0) % VW
     for e in range(e0, ne, VW):
         for l0 in range(0, nl, VW):
-            vtranspose(src, (e - e0) * L + l0, L, Cflat, (z0 + l0) * E + e, E)
+            if wide:
+                wtranspose(src, (e - e0) * L + l0, L, Cflat, (z0 + l0) * E + e, E)
+            else:
+                vtranspose(src, (e - e0) * L + l0, L, Cflat, (z0 + l0) * E + e, E)
     for lane in range(nl):
         base = (z0 + lane) * E
         for e in range(ne, e1):
@@ -2190,18 +2193,6 @@ def _store_chunk_vec(src, Cflat, z0, nb, E, L, e0, e1):
         base = (z0 + lane) * E
         for e in range(e0, e1):
             Cflat[base + e] = src[(e - e0) * L + lane]
-
-
-@numba.njit(fastmath=True, cache=True, inline="always")
-def _stream_nt(S, s_pos, Cflat, d_pos, k):
-    # k vectors S[s_pos ...] -> Cflat[d_pos ...] with non-temporal stores (d_pos on a vector boundary); returns the
-    # advanced positions
-    VW = vwidth(S)
-    for _ in range(k):
-        vstore_nt(Cflat, d_pos, vload(S, s_pos))
-        s_pos += VW
-        d_pos += VW
-    return s_pos, d_pos
 
 
 #: distinct (in1, in2) element pairs per group of the pair-product kernel (`_forward_pairs`): a group's products
@@ -2266,24 +2257,6 @@ def _aligned_empty(n, dt):
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
-def _store_chunk_wide(src, dst, nb, D, L, E):
-    # dst[lane * D + e] = src[e * L + lane] for e < E and the first nb lanes: squares of wwidth x wwidth transposed
-    # in wide registers (`wtranspose`), the edges element by element
-    WW = wwidth(src)
-    nl = nb - nb % WW
-    ne = E - E % WW
-    for e in range(0, ne, WW):
-        for l0 in range(0, nl, WW):
-            wtranspose(src, e * L + l0, L, dst, l0 * D + e, D)
-    for lane in range(nl):
-        for e in range(ne, E):
-            store_at(dst, lane * D + e, load_at(src, e * L + lane))
-    for lane in range(nl, nb):
-        for e in range(E):
-            store_at(dst, lane * D + e, load_at(src, e * L + lane))
-
-
-@numba.njit(fastmath=True, cache=True, inline="always")
 def _stream_rows(S, Ep, E, sz, se, Cflat, d_pos, k, tmp):
     # k vectors of Cflat from d_pos on (a vector boundary) with non-temporal stores, taken from the item rows of S
     # (item z at z * Ep, Ep >= E) from item sz, element se on; a vector that spans items is assembled in tmp. Returns
@@ -2321,8 +2294,8 @@ def _forward_pairs(rows, ptr, co, order, g_rows, g_pairs, pa, pb, el, gaps, maxp
     long and did not overlap: full l <= 6 forward 19.1 -> 16.4 ms on one thread, 10.5-11.0 -> 9.1-10.1 ms on two;
     one store per entry instead of a few per row: 18.4 / 9.7 ms; cached instead of non-temporal stores: 21.0 / 11.5).
     The rows of ``S`` are padded to whole wide vectors (stride ``Ep``), and the block is transposed in squares of wide
-    vectors (`_store_chunk_wide`): each store writes one whole cache line (with ``Ep = E`` = 2,401 and 8 x 8 squares
-    most stores straddled two lines).
+    vectors (`_store_chunk_vec` with ``wide``): each store writes one whole cache line (with ``Ep = E`` = 2,401 and
+    8 x 8 squares most stores straddled two lines).
 
     Against eight AVX accumulators, unaligned buffers, unpadded rows and 8 x 8 transposes (full l <= 6 forward, same
     process, alternating): 17.5 -> 15.8 ms on one thread, 9.5-9.8 -> 8.7-8.8 ms on two; the wide accumulators alone
@@ -2393,7 +2366,7 @@ def _forward_pairs(rows, ptr, co, order, g_rows, g_pairs, pa, pb, el, gaps, maxp
                     pending -= k
         if nt:
             _stream_rows(S, Ep, E, sz, se, Cflat, d_pos, pending, tmp)  # the rest of the previous block
-            _store_chunk_wide(Cb, S, nb, Ep, L, E)
+            _store_chunk_vec(Cb, S, 0, nb, Ep, L, 0, E, True)
             d0 = zb * E
             n = nb * E
             h = min(n, (VW - d0 % VW) % VW)  # up to the first vector boundary of C, and the tail: plain stores now
@@ -2407,7 +2380,7 @@ def _forward_pairs(rows, ptr, co, order, g_rows, g_pairs, pa, pb, el, gaps, maxp
             d_pos = d0 + h
             per_row = (pending + n_rows - 1) // max(n_rows, 1)
         else:
-            _store_chunk_vec(Cb, Cflat, zb, nb, E, L, 0, E)
+            _store_chunk_vec(Cb, Cflat, zb, nb, E, L, 0, E, False)
     if nt:
         _stream_rows(S, Ep, E, sz, se, Cflat, d_pos, pending, tmp)
         store_fence()
