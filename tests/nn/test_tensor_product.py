@@ -472,39 +472,33 @@ def test_fully_connected_kernel_wide_rows_match_reference(dtype, shared):
     _check_against_reference(tp, ref, 9, dtype, shared)
 
 
+@pytest.mark.parametrize(
+    "i1, i2, io, seed, tol",
+    [
+        # vector transposes: multiplicities of one vector plus a rest (13, 21), of whole vectors (16, 32) and below one
+        # vector (5), l = 4 (nine components, element by element)
+        ("13x0e+16x1o+21x2e+32x3o+5x1e+9x4e", "0e+1o+2e+3o", "13x0e+16x1o+21x2e+32x3o+5x1e+9x4e+16x3e", 5, 7),
+        # rows of eight SIMD vectors per pass (64 float32 / 32 float64 channels) followed by four, one and a scalar
+        # rest (multiplicities 64, 77 and 100; 100 = 64 + 32 + 4 in float32)
+        ("77x0e+100x1o+64x2e", "0e+1o+2e", "77x0e+100x1o+64x2e+100x2e", 9, 5),
+    ],
+    ids=["transposes", "wide-rows"],
+)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layout", ["mul_ir", "ir_mul"])
-def test_channelwise_register_rows_and_vector_transposes_match_reference(monkeypatch, dtype, layout):
+def test_channelwise_register_rows_and_vector_transposes_match_reference(monkeypatch, dtype, layout, i1, i2, io, seed,
+                                                                         tol):
     """The per-item kernels' channelwise paths summed in registers per output row (uvu forward, uvv for the input
-    gradient) and the vectorised layout changes of rows with 3, 5 and 7 components: multiplicities of one vector plus
-    a rest (13, 21), of whole vectors (16, 32) and below one vector (5), l = 4 (nine components, element by element),
-    forward and every gradient against the reference executor."""
+    gradient, the same register rows with the operands' roles swapped) and the vectorised layout changes of rows with
+    3, 5 and 7 components, forward and every gradient against the reference executor."""
     from equitp.executors.cpu import _tensor_product as cpu
 
     monkeypatch.setattr(cpu, "KERNEL_FAMILY", "channels")
-    torch.manual_seed(5)
-    i1 = "13x0e+16x1o+21x2e+32x3o+5x1e+9x4e"
-    args = (i1, "0e+1o+2e+3o", "13x0e+16x1o+21x2e+32x3o+5x1e+9x4e+16x3e")
+    torch.manual_seed(seed)
+    args = (i1, i2, io)
     tp = equitp.channelwise_tensor_product(*args, backend="cpu", layout=layout).to(dtype)
     ref = equitp.channelwise_tensor_product(*args, backend="reference", layout=layout).to(dtype)
-    _check_against_reference(tp, ref, 7, dtype)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("layout", ["mul_ir", "ir_mul"])
-def test_channelwise_wide_register_rows_match_reference(monkeypatch, dtype, layout):
-    """Channelwise rows of eight SIMD vectors per pass (64 float32 / 32 float64 channels) followed by four, one and a
-    scalar rest (multiplicities 64, 77 and 100; 100 = 64 + 32 + 4 in float32), forward and every gradient (the input
-    gradient runs the same register rows with the operands' roles swapped) against the reference executor."""
-    from equitp.executors.cpu import _tensor_product as cpu
-
-    monkeypatch.setattr(cpu, "KERNEL_FAMILY", "channels")
-    torch.manual_seed(9)
-    i1 = "77x0e+100x1o+64x2e"
-    args = (i1, "0e+1o+2e", "77x0e+100x1o+64x2e+100x2e")
-    tp = equitp.channelwise_tensor_product(*args, backend="cpu", layout=layout).to(dtype)
-    ref = equitp.channelwise_tensor_product(*args, backend="reference", layout=layout).to(dtype)
-    _check_against_reference(tp, ref, 5, dtype)
+    _check_against_reference(tp, ref, tol, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
