@@ -36,15 +36,14 @@ def _find_gomp():
     """``GOMP_parallel`` of the libgomp that torch runs its intra-op parallelism on, or None."""
     if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
         return None
-    candidates = [os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp.so.1")]
-    for path in candidates:
-        if os.path.exists(path):
-            try:
-                lib = ctypes.CDLL(path)
-                break
-            except OSError:
-                pass
-    else:  # torch linked against a libgomp outside its package (already loaded: found by its soname)
+    lib = None
+    path = os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp.so.1")  # the copy torch's wheels ship
+    if os.path.exists(path):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            pass
+    if lib is None:  # torch linked against a libgomp outside its package (already loaded: found by its soname)
         try:
             lib = ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD | os.RTLD_LOCAL)
         except (OSError, AttributeError):
