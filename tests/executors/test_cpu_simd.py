@@ -7,7 +7,7 @@ import pytest
 numba = pytest.importorskip("numba")
 
 from equitp.executors.cpu._simd import (  # noqa: E402
-    keepalive, store_fence, unmanaged, vadd, vdeinterleave, vfma, vinterleave, vinterleave_nt, vload, vmul, vstore,
+    keepalive, prefetch, store_fence, unmanaged, vadd, vdeinterleave, vfma, vinterleave, vinterleave_nt, vload, vmul, vstore,
     vstore_nt, vtranspose, vwidth, vzero, wload, wstore, wtranspose, wwidth, wzero,
 )
 
@@ -183,3 +183,26 @@ def test_wide_vectors_are_twice_the_width(dtype):
     assert ww * np.dtype(dtype).itemsize == 64
     np.testing.assert_allclose(out[1:], 0.5 * x[1:] + x[1:] * y[1:] + y[1:], rtol=1e-6)
     assert out[0] == 0
+
+
+@numba.njit
+def _sum_prefetching(a, ahead):
+    s = 0.0
+    for i in range(a.shape[0]):
+        prefetch(a, i + ahead)  # past the end for the last `ahead` elements: a hint, never an access
+        s += a[i]
+    return s
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_prefetch_is_a_hint_even_past_the_end(dtype):
+    # a prefetch far past the array's end (here a million elements) must neither fault nor change a result, and on
+    # x86 it must compile to a prefetch instruction (not a load, which could fault)
+    a = np.arange(1, 101, dtype=dtype)
+    for ahead in (0, 16, 1 << 20):
+        assert _sum_prefetching(a, ahead) == 5050.0
+    import platform
+
+    if platform.machine() in ("x86_64", "AMD64"):
+        asm = _sum_prefetching.inspect_asm(_sum_prefetching.signatures[-1])
+        assert "prefetcht0" in asm

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ._simd import (
+    prefetch,
     keepalive, load_at, store_at, store_fence, unmanaged, vadd, vdeinterleave, vfma, vinterleave, vinterleave_nt, vload,
     vmul, vstore, vstore_nt, vsum, vtranspose, vwidth, vzero, wload, wstore, wtranspose, wwidth, wzero,
 )
@@ -1294,6 +1295,22 @@ def _cg_rows_vec(Dst, d_off, d_str, Src, s_off, s_str, c_mul, Yb, b_off, b_str, 
         _axpy_vec(Dst, d_off + ri[n] * d_str, Src, s_off + rs[n] * s_str, coef, c_mul)
 
 
+#: how far ahead of its reads the fully connected kernel prefetches the weights, in 64-byte lines (see _prefetch_row)
+PREFETCH_LINES = 48
+
+
+@numba.njit(fastmath=True, cache=True, inline="always")
+def _prefetch_row(Wrow, r, n):
+    # prefetch the weights PREFETCH_LINES lines ahead of the n elements read from Wrow[r]: one hint per 64-byte line
+    # (rows narrower than a line give one hint each). Per-item weights stream from memory at one thread's miss
+    # concurrency, and the hardware prefetchers alone do not keep it busy while the core computes: a 48-column
+    # product streaming 285 MB ran 17.2 ms on one thread without, 15.6 ms with hints 1 KB ahead (a plain read: 15.2)
+    L = 2 * vwidth(Wrow)
+    d = r + PREFETCH_LINES * L
+    for o in range(0, n, L):
+        prefetch(Wrow, d + o)
+
+
 @numba.njit(fastmath=True, cache=True, inline="always")
 def _uvw_out_vec3(Ob, r0, c_str, c_mul, T, t0, a_mul, Wrow, wbase, wa, MASK):
     # three output rows (r0, r0 + c_str, r0 + 2 c_str) += T[t0 + k a_mul + a] W[a, :], two vectors of columns at a time,
@@ -1310,6 +1327,8 @@ def _uvw_out_vec3(Ob, r0, c_str, c_mul, T, t0, a_mul, Wrow, wbase, wa, MASK):
         y2 = vzero(Wrow)
         for a in range(a_mul):
             wr = wbase + a * wa
+            if c0 == 0:
+                _prefetch_row(Wrow, wr, c_mul)
             w = vload(Wrow, wr + o1)
             v = vload(Wrow, wr + o2)
             s0 = T[t0 + a]
@@ -1343,6 +1362,7 @@ def _uvw_out_wide1(Ob, r0, c0, T, t0, a_mul, Wrow, wbase, wa):
     x5 = vzero(Wrow)
     for a in range(a_mul):
         wr = wbase + a * wa + c0
+        _prefetch_row(Wrow, wr, 6 * VW)
         s = T[t0 + a]
         x0 = vfma(x0, vload(Wrow, wr), s)
         x1 = vfma(x1, vload(Wrow, wr + VW), s)
@@ -1368,15 +1388,20 @@ def _uvw_out_vec1(Ob, r0, c_mul, T, t0, a_mul, Wrow, wbase, wa, MASK):
     while c_mul - c0 >= 6 * VW:
         _uvw_out_wide1(Ob, r0, c0, T, t0, a_mul, Wrow, wbase, wa)
         c0 += 6 * VW
+    start = c0
     while c0 < c_mul:
         o1, q1, o2, q2 = _vector_span(c0, c_mul, VW)
         x0 = vzero(Wrow)
         y0 = vzero(Wrow)
         x1 = vzero(Wrow)
         y1 = vzero(Wrow)
+        first = c0 == start
         a = 0
         while a + 1 < a_mul:
             wr = wbase + a * wa
+            if first:
+                _prefetch_row(Wrow, wr + c0, c_mul - c0)
+                _prefetch_row(Wrow, wr + wa + c0, c_mul - c0)
             s0 = T[t0 + a]
             s1 = T[t0 + a + 1]
             x0 = vfma(x0, vload(Wrow, wr + o1), s0)
@@ -1386,6 +1411,8 @@ def _uvw_out_vec1(Ob, r0, c_mul, T, t0, a_mul, Wrow, wbase, wa, MASK):
             a += 2
         if a < a_mul:
             wr = wbase + a * wa
+            if first:
+                _prefetch_row(Wrow, wr + c0, c_mul - c0)
             s0 = T[t0 + a]
             x0 = vfma(x0, vload(Wrow, wr + o1), s0)
             y0 = vfma(y0, vload(Wrow, wr + o2), s0)
