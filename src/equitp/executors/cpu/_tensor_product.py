@@ -1301,6 +1301,7 @@ PREFETCH_LINES = 48
 
 @numba.njit(fastmath=True, cache=True, inline="always")
 def _prefetch_row(Wrow, r, n):
+    # (called where the weights stream, i.e. are per item; a shared weight row stays in cache)
     # prefetch the weights PREFETCH_LINES lines ahead of the n elements read from Wrow[r]: one hint per 64-byte line
     # (rows narrower than a line give one hint each). Per-item weights stream from memory at one thread's miss
     # concurrency, and the hardware prefetchers alone do not keep it busy while the core computes: a 48-column
@@ -1312,7 +1313,7 @@ def _prefetch_row(Wrow, r, n):
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
-def _uvw_out_vec3(Ob, r0, c_str, c_mul, T, t0, a_mul, Wrow, wbase, wa, MASK):
+def _uvw_out_vec3(Ob, r0, c_str, c_mul, T, t0, a_mul, Wrow, wbase, wa, MASK, stream):
     # three output rows (r0, r0 + c_str, r0 + 2 c_str) += T[t0 + k a_mul + a] W[a, :], two vectors of columns at a time,
     # the six accumulators in registers over the whole a loop
     VW = vwidth(Wrow)
@@ -1327,7 +1328,7 @@ def _uvw_out_vec3(Ob, r0, c_str, c_mul, T, t0, a_mul, Wrow, wbase, wa, MASK):
         y2 = vzero(Wrow)
         for a in range(a_mul):
             wr = wbase + a * wa
-            if c0 == 0:
+            if stream and c0 == 0:
                 _prefetch_row(Wrow, wr, c_mul)
             w = vload(Wrow, wr + o1)
             v = vload(Wrow, wr + o2)
@@ -1349,7 +1350,7 @@ def _uvw_out_vec3(Ob, r0, c_str, c_mul, T, t0, a_mul, Wrow, wbase, wa, MASK):
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
-def _uvw_out_wide1(Ob, r0, c0, T, t0, a_mul, Wrow, wbase, wa):
+def _uvw_out_wide1(Ob, r0, c0, T, t0, a_mul, Wrow, wbase, wa, stream):
     # one output row's columns c0 .. c0 + 6 VW (all inside the row) += T[t0 + a] W[a, c0 ...]: six accumulators, so
     # each row of W is read once, front to back (the two-vector kernel below would stride down the rows three times,
     # which the hardware prefetchers follow poorly when W streams from memory), and six independent chains per a
@@ -1362,7 +1363,8 @@ def _uvw_out_wide1(Ob, r0, c0, T, t0, a_mul, Wrow, wbase, wa):
     x5 = vzero(Wrow)
     for a in range(a_mul):
         wr = wbase + a * wa + c0
-        _prefetch_row(Wrow, wr, 6 * VW)
+        if stream:
+            _prefetch_row(Wrow, wr, 6 * VW)
         s = T[t0 + a]
         x0 = vfma(x0, vload(Wrow, wr), s)
         x1 = vfma(x1, vload(Wrow, wr + VW), s)
@@ -1380,13 +1382,13 @@ def _uvw_out_wide1(Ob, r0, c0, T, t0, a_mul, Wrow, wbase, wa):
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
-def _uvw_out_vec1(Ob, r0, c_mul, T, t0, a_mul, Wrow, wbase, wa, MASK):
+def _uvw_out_vec1(Ob, r0, c_mul, T, t0, a_mul, Wrow, wbase, wa, MASK, stream):
     # one output row += T[t0 + a] W[a, :]: whole chunks of six vectors by the wide kernel, the rest two vectors at a
     # time with even and odd a in separate accumulators (two independent chains per vector)
     VW = vwidth(Wrow)
     c0 = 0
     while c_mul - c0 >= 6 * VW:
-        _uvw_out_wide1(Ob, r0, c0, T, t0, a_mul, Wrow, wbase, wa)
+        _uvw_out_wide1(Ob, r0, c0, T, t0, a_mul, Wrow, wbase, wa, stream)
         c0 += 6 * VW
     start = c0
     while c0 < c_mul:
@@ -1395,7 +1397,7 @@ def _uvw_out_vec1(Ob, r0, c_mul, T, t0, a_mul, Wrow, wbase, wa, MASK):
         y0 = vzero(Wrow)
         x1 = vzero(Wrow)
         y1 = vzero(Wrow)
-        first = c0 == start
+        first = stream and c0 == start
         a = 0
         while a + 1 < a_mul:
             wr = wbase + a * wa
@@ -1423,12 +1425,12 @@ def _uvw_out_vec1(Ob, r0, c_mul, T, t0, a_mul, Wrow, wbase, wa, MASK):
 # _uvw_out and _uvw_grads are called, not inlined: inlined at their four call sites the SIMD micro-kernels doubled the
 # compile time of _uvw_pass (71 s instead of 36 s per dtype, cold cache); the call costs nothing measurable here
 @numba.njit(fastmath=True, cache=True)
-def _uvw_out(Ob, c_off, c_str, c_mul, c_dim, T, a_mul, Wrow, wbase, wa, MASK):
-    _uvw_out_body(Ob, c_off, c_str, c_mul, c_dim, T, a_mul, Wrow, wbase, wa, MASK)
+def _uvw_out(Ob, c_off, c_str, c_mul, c_dim, T, a_mul, Wrow, wbase, wa, MASK, stream):
+    _uvw_out_body(Ob, c_off, c_str, c_mul, c_dim, T, a_mul, Wrow, wbase, wa, MASK, stream)
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
-def _uvw_out_body(Ob, c_off, c_str, c_mul, c_dim, T, a_mul, Wrow, wbase, wa, MASK):
+def _uvw_out_body(Ob, c_off, c_str, c_mul, c_dim, T, a_mul, Wrow, wbase, wa, MASK, stream):
     # O[k, c] += sum_a T[k, a] W[a, c]. Rows of at least one SIMD vector: register-blocked micro-kernels (three output
     # rows x two vectors of columns, accumulated over all a; MASK = [0] * VW + [1] * VW selects a vector's lanes).
     # Narrower rows: output rows in groups of three and input channels in pairs (or fours), so each loaded row of W
@@ -1437,10 +1439,10 @@ def _uvw_out_body(Ob, c_off, c_str, c_mul, c_dim, T, a_mul, Wrow, wbase, wa, MAS
         k0 = 0
         while k0 < c_dim:
             if c_dim - k0 >= 3:
-                _uvw_out_vec3(Ob, c_off + k0 * c_str, c_str, c_mul, T, k0 * a_mul, a_mul, Wrow, wbase, wa, MASK)
+                _uvw_out_vec3(Ob, c_off + k0 * c_str, c_str, c_mul, T, k0 * a_mul, a_mul, Wrow, wbase, wa, MASK, stream)
                 k0 += 3
             else:
-                _uvw_out_vec1(Ob, c_off + k0 * c_str, c_mul, T, k0 * a_mul, a_mul, Wrow, wbase, wa, MASK)
+                _uvw_out_vec1(Ob, c_off + k0 * c_str, c_mul, T, k0 * a_mul, a_mul, Wrow, wbase, wa, MASK, stream)
                 k0 += 1
         return
     k0 = 0
@@ -1709,6 +1711,7 @@ def _uvw_path_fields(tab, p):
 @numba.njit(fastmath=True, cache=True, inline="always")
 def _uvw_item(
     tab, ci, cj, ck, cv, xw, Wrow, Xb, Yb, Gb, Ob, GXb, GYb, GWrow, do_out, do_gx, do_gy, do_gw, gw_set, T, M, U, MASK,
+    stream,
 ):  # fmt: skip
     for p in range(tab.shape[0]):
         (w_off, wa, wb, a_off, a_mul, a_dim, b_off, b_mul, c_off, c_mul, c_dim, n0, n1, a_str, b_str,
@@ -1723,7 +1726,7 @@ def _uvw_item(
                 Xs = Xb[a_off : a_off + a_dim * a_mul]
                 if do_out or do_gy:
                     _zero(U, a_dim * c_mul)
-                    _uvw_out(U, 0, c_mul, c_mul, a_dim, Xs, a_mul, Wrow, wbase, wa, MASK)
+                    _uvw_out(U, 0, c_mul, c_mul, a_dim, Xs, a_mul, Wrow, wbase, wa, MASK, stream)
                 if do_out:
                     _cg_rows_vec(Ob, c_off, c_str, U, 0, c_mul, c_mul, Yb, b_off, b_str, b, ck, ci, cj, cv, n0, n1, MASK)
                 if do_gy:
@@ -1752,7 +1755,7 @@ def _uvw_item(
                 _zero(T, c_dim * a_mul)
                 _cg_rows_vec(T, 0, a_mul, Xb, a_off, a_str, a_mul, Yb, b_off, b_str, b, ck, ci, cj, cv, n0, n1, MASK)
             if do_out:
-                _uvw_out(Ob, c_off, c_str, c_mul, c_dim, T, a_mul, Wrow, wbase, wa, MASK)
+                _uvw_out(Ob, c_off, c_str, c_mul, c_dim, T, a_mul, Wrow, wbase, wa, MASK, stream)
             if do_gw or need_m:
                 _uvw_grads(GWrow, Wrow, wbase, wa, Gb, c_off, c_str, c_mul, c_dim, T, M, a_mul, do_gw, gw_set, need_m, MASK)
             if need_m and a_mul >= vwidth(M):
@@ -1848,7 +1851,7 @@ def _uvw_pass(
             _zero(GWrow, numel)
         _uvw_item(
             tab, ci, cj, ck, cv, xw, W[z] if w_batched else W[0], Xb, Yb, Gb, Ob, GXb, GYb, GWrow,
-            do_out, do_gx, do_gy, do_gw, gw_set, T, M, U, MASK,
+            do_out, do_gx, do_gy, do_gw, gw_set, T, M, U, MASK, w_batched,
         )  # fmt: skip
         if do_out:
             _store_row(Ob, O, z, seg3, transpose)
@@ -1906,7 +1909,7 @@ def _cg_groups_vec(D, d_off, d_str, S, s_off, s_str, n_col, Yb, b_off, b_str, b,
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
-def _uvw_forward_path(tab, p, ci, cj, ck, cv, xw, Wrow, Xb, Yb, Ob, T, MASK):
+def _uvw_forward_path(tab, p, ci, cj, ck, cv, xw, Wrow, Xb, Yb, Ob, T, MASK, stream):
     # path p of one item: Ob += the path's contribution (see _uvw_forward)
     VW = vwidth(Wrow)
     (w_off, wa, wb, a_off, a_mul, a_dim, b_off, b_mul, c_off, c_mul, c_dim, n0, n1, a_str, b_str,
@@ -1920,7 +1923,7 @@ def _uvw_forward_path(tab, p, ci, cj, ck, cv, xw, Wrow, Xb, Yb, Ob, T, MASK):
                 _zero_vec(T, 0, n)
             else:
                 _zero(T, n)
-            _uvw_out_body(T, 0, c_mul, c_mul, a_dim, Xb[a_off : a_off + a_dim * a_mul], a_mul, Wrow, wbase, wa, MASK)
+            _uvw_out_body(T, 0, c_mul, c_mul, a_dim, Xb[a_off : a_off + a_dim * a_mul], a_mul, Wrow, wbase, wa, MASK, stream)
             if c_mul >= VW:
                 _cg_groups_vec(Ob, c_off, c_str, T, 0, c_mul, c_mul, Yb, b_off, b_str, b, ci, cj, ck, cv, n0, n1, False,
                                MASK)
@@ -1933,7 +1936,7 @@ def _uvw_forward_path(tab, p, ci, cj, ck, cv, xw, Wrow, Xb, Yb, Ob, T, MASK):
         else:
             _zero(T, c_dim * a_mul)
             _cg_rows(T, 0, a_mul, Xb, a_off, a_str, a_mul, Yb, b_off, b_str, b, ck, ci, cj, cv, n0, n1)
-        _uvw_out_body(Ob, c_off, c_str, c_mul, c_dim, T, a_mul, Wrow, wbase, wa, MASK)
+        _uvw_out_body(Ob, c_off, c_str, c_mul, c_dim, T, a_mul, Wrow, wbase, wa, MASK, stream)
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
@@ -1971,7 +1974,7 @@ def _uvw_forward(tab, ci, cj, ck, cv, xw, W, w_batched, X, Y, O, seg1, seg2, seg
         _uvw_forward_load(X, Y, z, Xb, Yb, Ob, seg1, seg2, transpose)
         Wrow = W[z] if w_batched else W[0]
         for p in range(tab.shape[0]):
-            _uvw_forward_path(tab, p, ci, cj, ck, cv, xw, Wrow, Xb, Yb, Ob, T, MASK)
+            _uvw_forward_path(tab, p, ci, cj, ck, cv, xw, Wrow, Xb, Yb, Ob, T, MASK, w_batched)
         _store_row(Ob, O, z, seg3, transpose)
     keepalive(buf)
 
