@@ -1512,7 +1512,7 @@ def _gw_vec_store(GWrow, g, o1, o2, v1, v2, m1, m2, assign):
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
-def _uvw_grads_vec3(GWrow, Wrow, wbase, wa, Gb, r0, c_str, c_mul, T, t0, M, a_mul, do_gw, assign, need_m, MASK):
+def _uvw_grads_vec3(GWrow, Wrow, wbase, wa, Gb, r0, c_str, c_mul, T, t0, M, a_mul, do_gw, assign, need_m, MASK, stream):
     # three rows of G (r0 + k c_str) held in registers per two vectors of columns; per a: gW[a] (+)= sum_k T[k, a] G[k]
     # and M[k, a] (+)= <W[a], G[k]> (the W vectors masked so overlapping spans count once)
     VW = vwidth(Wrow)
@@ -1538,6 +1538,8 @@ def _uvw_grads_vec3(GWrow, Wrow, wbase, wa, Gb, r0, c_str, c_mul, T, t0, M, a_mu
                 _gw_vec_store(GWrow, wbase + a * wa, o1, o2, v1, v2, m1, m2, assign)
             if need_m:
                 wr = wbase + a * wa
+                if stream and first:
+                    _prefetch_row(Wrow, wr, c_mul)
                 w1 = vmul(vload(Wrow, wr + o1), m1)
                 w2 = vmul(vload(Wrow, wr + o2), m2)
                 d0 = vsum(vadd(vmul(w1, g01), vmul(w2, g02)))
@@ -1555,7 +1557,7 @@ def _uvw_grads_vec3(GWrow, Wrow, wbase, wa, Gb, r0, c_str, c_mul, T, t0, M, a_mu
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
-def _uvw_grads_wide1(GWrow, Wrow, wbase, wa, Gb, r0, c0, T, t0, M, a_mul, do_gw, assign, need_m):
+def _uvw_grads_wide1(GWrow, Wrow, wbase, wa, Gb, r0, c0, T, t0, M, a_mul, do_gw, assign, need_m, stream):
     # columns c0 .. c0 + 6 VW (all inside the row) of one row of G in six registers: gW[a, c0 ...] (+)= T[a] G and
     # M[a] (+)= <W[a, c0 ...], G>, each row of W and gW swept once, front to back
     VW = vwidth(Wrow)
@@ -1586,6 +1588,8 @@ def _uvw_grads_wide1(GWrow, Wrow, wbase, wa, Gb, r0, c0, T, t0, M, a_mul, do_gw,
                 vstore(GWrow, wr + 4 * VW, vfma(vload(GWrow, wr + 4 * VW), g4, s))
                 vstore(GWrow, wr + 5 * VW, vfma(vload(GWrow, wr + 5 * VW), g5, s))
         if need_m:
+            if stream:
+                _prefetch_row(Wrow, wr, 6 * VW)
             d01 = vadd(vmul(vload(Wrow, wr), g0), vmul(vload(Wrow, wr + VW), g1))
             d23 = vadd(vmul(vload(Wrow, wr + 2 * VW), g2), vmul(vload(Wrow, wr + 3 * VW), g3))
             d45 = vadd(vmul(vload(Wrow, wr + 4 * VW), g4), vmul(vload(Wrow, wr + 5 * VW), g5))
@@ -1597,13 +1601,13 @@ def _uvw_grads_wide1(GWrow, Wrow, wbase, wa, Gb, r0, c0, T, t0, M, a_mul, do_gw,
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
-def _uvw_grads_vec1(GWrow, Wrow, wbase, wa, Gb, r0, c_mul, T, t0, M, a_mul, do_gw, assign, need_m, MASK):
+def _uvw_grads_vec1(GWrow, Wrow, wbase, wa, Gb, r0, c_mul, T, t0, M, a_mul, do_gw, assign, need_m, MASK, stream):
     # one row of G: gW[a] (+)= T[a] G and M[a] (+)= <W[a], G>; whole chunks of six vectors by the wide kernel, the
     # rest two vectors at a time
     VW = vwidth(Wrow)
     c0 = 0
     while c_mul - c0 >= 6 * VW:
-        _uvw_grads_wide1(GWrow, Wrow, wbase, wa, Gb, r0, c0, T, t0, M, a_mul, do_gw, assign, need_m)
+        _uvw_grads_wide1(GWrow, Wrow, wbase, wa, Gb, r0, c0, T, t0, M, a_mul, do_gw, assign, need_m, stream)
         c0 += 6 * VW
     while c0 < c_mul:
         o1, q1, o2, q2 = _vector_span(c0, c_mul, VW)
@@ -1620,6 +1624,8 @@ def _uvw_grads_vec1(GWrow, Wrow, wbase, wa, Gb, r0, c_mul, T, t0, M, a_mul, do_g
                 )
             if need_m:
                 wr = wbase + a * wa
+                if stream and first:
+                    _prefetch_row(Wrow, wr, c_mul)
                 d = vsum(vadd(vmul(vmul(vload(Wrow, wr + o1), m1), g1), vmul(vmul(vload(Wrow, wr + o2), m2), g2)))
                 if first:
                     M[t0 + a] = d
@@ -1629,7 +1635,9 @@ def _uvw_grads_vec1(GWrow, Wrow, wbase, wa, Gb, r0, c_mul, T, t0, M, a_mul, do_g
 
 
 @numba.njit(fastmath=True, cache=True)
-def _uvw_grads(GWrow, Wrow, wbase, wa, Gb, c_off, c_str, c_mul, c_dim, T, M, a_mul, do_gw, gw_set, need_m, MASK):
+def _uvw_grads(
+    GWrow, Wrow, wbase, wa, Gb, c_off, c_str, c_mul, c_dim, T, M, a_mul, do_gw, gw_set, need_m, MASK, stream,
+):  # fmt: skip
     # gW[a, c] (+)= sum_k T[k, a] G[k, c] and M[k, a] = sum_c W[a, c] G[k, c], in one sweep: output rows of G in
     # groups of three, so each loaded element of G, W and gW serves several multiply-adds; with ``gw_set`` the first
     # group writes gW instead of accumulating (no zeroing pass). Rows of at least one SIMD vector: the register-blocked
@@ -1641,13 +1649,13 @@ def _uvw_grads(GWrow, Wrow, wbase, wa, Gb, c_off, c_str, c_mul, c_dim, T, M, a_m
             if c_dim - k0 >= 3:
                 _uvw_grads_vec3(
                     GWrow, Wrow, wbase, wa, Gb, c_off + k0 * c_str, c_str, c_mul, T, k0 * a_mul, M, a_mul, do_gw,
-                    assign, need_m, MASK,
+                    assign, need_m, MASK, stream,
                 )  # fmt: skip
                 k0 += 3
             else:
                 _uvw_grads_vec1(
                     GWrow, Wrow, wbase, wa, Gb, c_off + k0 * c_str, c_mul, T, k0 * a_mul, M, a_mul, do_gw, assign,
-                    need_m, MASK,
+                    need_m, MASK, stream,
                 )  # fmt: skip
                 k0 += 1
         return
@@ -1745,7 +1753,10 @@ def _uvw_item(
                 if do_gw or do_gx:
                     _zero(T, a_dim * c_mul)
                     _cg_rows_vec(T, 0, c_mul, Gb, c_off, c_str, c_mul, Yb, b_off, b_str, b, ci, ck, cj, cv, n0, n1, MASK)
-                    _uvw_grads(GWrow, Wrow, wbase, wa, T, 0, c_mul, c_mul, a_dim, Xs, M, a_mul, do_gw, gw_set, do_gx, MASK)
+                    _uvw_grads(
+                        GWrow, Wrow, wbase, wa, T, 0, c_mul, c_mul, a_dim, Xs, M, a_mul, do_gw, gw_set, do_gx, MASK,
+                        stream,
+                    )
                     if do_gx:
                         GXs = GXb[a_off : a_off + a_dim * a_mul]
                         for r in range(a_dim * a_mul):
@@ -1757,7 +1768,10 @@ def _uvw_item(
             if do_out:
                 _uvw_out(Ob, c_off, c_str, c_mul, c_dim, T, a_mul, Wrow, wbase, wa, MASK, stream)
             if do_gw or need_m:
-                _uvw_grads(GWrow, Wrow, wbase, wa, Gb, c_off, c_str, c_mul, c_dim, T, M, a_mul, do_gw, gw_set, need_m, MASK)
+                _uvw_grads(
+                    GWrow, Wrow, wbase, wa, Gb, c_off, c_str, c_mul, c_dim, T, M, a_mul, do_gw, gw_set, need_m, MASK,
+                    stream,
+                )
             if need_m and a_mul >= vwidth(M):
                 for n in range(n0, n1):
                     mk = ck[n] * a_mul
