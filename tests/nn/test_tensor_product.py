@@ -276,6 +276,60 @@ def test_torch_compile_and_create_graph():
     torch.testing.assert_close(cf(x, y, w), tp(x, y, w))
 
 
+def test_inference_calls_skip_the_op_dispatch_only_where_nothing_must_see_the_op(monkeypatch):
+    # eager calls with nothing for autograd to record run the executor directly (the op's dispatch costs ~10 us a call);
+    # autograd, torch.compile, dispatch modes and fake tensors must still go through the registered op
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import equitp.ops._tensor_product as optp
+
+    torch.manual_seed(9)
+    tp = equitp.FullyConnectedTensorProduct("3x0e+2x1o", "0e+1o", "2x0e+2x1o", shared_weights=False, backend="cpu")
+    x, y, w = torch.randn(5, 9), torch.randn(5, 4), torch.randn(5, tp.weight_numel)
+    with torch.no_grad():
+        direct = tp(x, y, w)
+    through_op = optp.tp_contract(optp.register_descriptor(tp.descriptor), 3, "cpu", True, w, x, y, None)
+    torch.testing.assert_close(direct, through_op, rtol=0, atol=0)
+
+    calls = []
+    real = optp.tp_contract
+
+    def counting(*args):
+        calls.append(args[1])
+        return real(*args)
+
+    monkeypatch.setattr(optp, "tp_contract", counting)
+    with torch.no_grad():
+        tp(x, y, w)
+    tp(x, y, w)  # grad enabled, but no input requires grad: still nothing to record
+    assert calls == []
+    tp(x.clone().requires_grad_(), y, w)
+    with torch.inference_mode():
+        tp(x, y, w)
+    assert calls == [3]
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with torch.no_grad(), Record() as rec:
+        tp(x, y, w)
+    assert any("tp_contract" in n for n in rec.names)
+    with FakeTensorMode():
+        out = tp(torch.empty(7, 9), torch.empty(7, 4), torch.empty(7, tp.weight_numel))
+    assert out.shape == (7, tp.irreps_out.dim)
+    monkeypatch.setattr(optp, "tp_contract", real)
+    with torch.no_grad():
+        compiled = torch.compile(lambda a, b, c: tp(a, b, c), fullgraph=True)(x, y, w)
+    torch.testing.assert_close(compiled, direct)
+
+
 def test_nan_propagates():
     tp = equitp.channelwise_tensor_product("2x0e+2x1o", "0e+1o", "2x0e+2x1o", backend="cpu")
     x = torch.randn(3, tp.irreps_in1.dim)
