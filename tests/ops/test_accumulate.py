@@ -272,6 +272,38 @@ def test_torch_compile_fullgraph(backend):
         torch.testing.assert_close(a, b)
 
 
+def test_inference_calls_skip_the_op_dispatch_only_where_nothing_must_see_the_op(monkeypatch):
+    # eager calls with nothing for autograd to record run the executor directly; autograd, torch.compile and fake
+    # tensors go through the registered op (equitp::accumulate_fwd)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    import equitp.ops._accumulate as opacc
+
+    mu, m1, m2, C = random_rule(40, 6, 5, 7, dtype=torch.float32, seed=21)
+    X1, X2 = torch.randn(9, 6), torch.randn(9, 5)
+    calls = []
+    real = opacc._accumulate_fwd
+
+    def counting(*args):
+        calls.append(args[-1])
+        return real(*args)
+
+    monkeypatch.setattr(opacc, "_accumulate_fwd", counting)
+    direct = accumulate(X1, X2, mu, 7, m1, m2, C, backend="cpu")
+    assert calls == []
+    torch.testing.assert_close(direct, real(X1, X2, mu, m1, m2, C, 7, "cpu"), rtol=0, atol=0)
+    accumulate(X1.clone().requires_grad_(), X2, mu, 7, m1, m2, C, backend="cpu")
+    assert calls == ["cpu"]
+    with FakeTensorMode(allow_non_fake_inputs=True):  # the index tensors and C stay real
+        out = accumulate(torch.empty(3, 6), torch.empty(3, 5), mu, 7, m1, m2, C, backend="cpu")
+    assert out.shape == (3, 7)
+    monkeypatch.setattr(opacc, "_accumulate_fwd", real)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        compiled = torch.compile(lambda a, b: accumulate(a, b, mu, 7, m1, m2, C, backend="cpu"), fullgraph=True)
+        torch.testing.assert_close(compiled(X1, X2), direct)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_torch_compile_forces_double_backward(backend):
     """Forces-style training: the first gradient is taken inside the compiled function, then differentiated.

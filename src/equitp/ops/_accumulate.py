@@ -28,6 +28,7 @@ from torch import Tensor
 from equitp.descriptors._accumulate import SparseAccumulation
 from equitp.executors.cpu import _accumulate as _cpu
 from equitp.executors.reference import _accumulate as _reference
+from equitp.ops._eager import eager_inference
 
 __all__ = ["accumulate"]
 
@@ -99,12 +100,16 @@ def _descriptor(mu: Tensor, m1: Tensor, m2: Tensor, M1: int, M2: int, output_siz
 
 
 # -- the registered operators --------------------------------------------------------------------------------
+def _accumulate_direct(X1, X2, mu, m1, m2, C, output_size: int, backend: str) -> Tensor:
+    descriptor = _descriptor(mu, m1, m2, X1.shape[1], X2.shape[1], output_size)
+    return _EXECUTORS[backend].accumulate(descriptor, X1, X2, C)
+
+
 @torch.library.custom_op("equitp::accumulate_fwd", mutates_args=())
 def _accumulate_fwd(
     X1: Tensor, X2: Tensor, mu: Tensor, m1: Tensor, m2: Tensor, C: Tensor, output_size: int, backend: str
 ) -> Tensor:
-    descriptor = _descriptor(mu, m1, m2, X1.shape[1], X2.shape[1], output_size)
-    return _EXECUTORS[backend].accumulate(descriptor, X1, X2, C)
+    return _accumulate_direct(X1, X2, mu, m1, m2, C, output_size, backend)
 
 
 @_accumulate_fwd.register_fake
@@ -281,5 +286,6 @@ def accumulate(
     x1 = X1.expand(*leading, M1).reshape(rows, M1)
     x2 = X2.expand(*leading, M2).reshape(rows, M2)
     mu, m1, m2 = (index.to(torch.int64) for index in (mu, m1, m2))
-    out = _accumulate_fwd(x1, x2, mu, m1, m2, C, output_size, backend)
+    run = _accumulate_direct if eager_inference(x1, x2, mu, m1, m2, C) else _accumulate_fwd
+    out = run(x1, x2, mu, m1, m2, C, output_size, backend)
     return out.reshape(*leading, output_size)

@@ -17,6 +17,7 @@ import torch
 
 from ..descriptors._tensor_product import TensorProductDescriptor
 from ._accumulate import BACKEND_DEVICES, _resolve_backend
+from ._eager import eager_inference
 
 __all__ = ["tensor_product", "register_descriptor", "BACKENDS"]
 
@@ -190,23 +191,6 @@ def _bw_backward(ctx, grads):
 tp_backward.register_autograd(_bw_backward, setup_context=_bw_setup_context)
 
 
-def _eager_inference(*tensors) -> bool:
-    """Whether a call may run its executor directly instead of through the registered op: plain tensors (no subclass
-    such as a ``FakeTensor``), nothing for autograd to record, and no ``torch.compile`` / ``torch.export`` tracing,
-    ``__torch_function__`` or ``__torch_dispatch__`` mode that must see the op. The op's dispatch costs some 10 us per
-    call, and more after a large call has flushed the caches (0.25-0.35 ms for the diffdock-l2 forward at batch
-    10,000, against 0.05 ms for the direct call); the results are the same, since both run the same executor."""
-    if torch.compiler.is_compiling() or torch._C._is_torch_function_mode_enabled():
-        return False
-    if torch._C._len_torch_dispatch_stack() != 0:
-        return False
-    grad = torch.is_grad_enabled()
-    for t in tensors:
-        if t is not None and (type(t) is not torch.Tensor or (grad and t.requires_grad)):
-            return False
-    return True
-
-
 def tensor_product(
     desc: TensorProductDescriptor,
     x: torch.Tensor,
@@ -292,7 +276,7 @@ def tensor_product(
         wf = weight.expand(*lead, weight.shape[-1]).reshape(n, weight.shape[-1])
     else:
         wf = weight
-    if _eager_inference(wf, xf, yf):
+    if eager_inference(wf, xf, yf):
         out = _run(register_descriptor(desc), 3, backend, True, [wf, xf, yf, None])
     else:
         out = tp_contract(register_descriptor(desc), 3, backend, True, wf, xf, yf, None)
