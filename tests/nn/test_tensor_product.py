@@ -328,6 +328,12 @@ def test_inference_calls_skip_the_op_dispatch_only_where_nothing_must_see_the_op
     with torch.no_grad():
         compiled = torch.compile(lambda a, b, c: tp(a, b, c), fullgraph=True)(x, y, w)
     torch.testing.assert_close(compiled, direct)
+    # a torch.jit.trace must record the op, not constants computed outside it: the trace replays on new inputs
+    with torch.no_grad():
+        traced = torch.jit.trace(lambda a, b, c: tp(a, b, c), (x, y, w), check_trace=False)
+        x2, y2, w2 = torch.randn(5, 9), torch.randn(5, 4), torch.randn(5, tp.weight_numel)
+        torch.testing.assert_close(traced(x2, y2, w2), tp(x2, y2, w2))
+    assert "tp_contract" in str(traced.graph)
 
 
 def test_nan_propagates():
