@@ -276,8 +276,9 @@ def tensor_product(
         wf = weight.expand(*lead, weight.shape[-1]).reshape(n, weight.shape[-1])
     else:
         wf = weight
+    desc_id = register_descriptor(desc)
     if eager_inference(wf, xf, yf):
-        out = _run(register_descriptor(desc), 3, backend, True, [wf, xf, yf, None])
+        out = _run(desc_id, 3, backend, True, [wf, xf, yf, None])
     else:
-        out = tp_contract(register_descriptor(desc), 3, backend, True, wf, xf, yf, None)
+        out = tp_contract(desc_id, 3, backend, True, wf, xf, yf, None)
     return out.reshape(*lead, desc.irreps_out.dim)
