@@ -7,7 +7,7 @@ import pytest
 numba = pytest.importorskip("numba")
 
 from equitp.executors.cpu._simd import (  # noqa: E402
-    keepalive, prefetch, store_fence, unmanaged, vadd, vdeinterleave, vfma, vinterleave, vinterleave_nt, vload, vmul,
+    keepalive, prefetch, prefetch_l2, store_fence, unmanaged, vadd, vdeinterleave, vfma, vinterleave, vinterleave_nt, vload, vmul,
     vstore, vstore_nt, vtranspose, vwidth, vzero, wload, wstore, wtranspose, wwidth, wzero,
 )
 
@@ -194,15 +194,25 @@ def _sum_prefetching(a, ahead):
     return s
 
 
+@numba.njit
+def _sum_prefetching_l2(a, ahead):
+    s = 0.0
+    for i in range(a.shape[0]):
+        prefetch_l2(a, i + ahead)
+        s += a[i]
+    return s
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_prefetch_is_a_hint_even_past_the_end(dtype):
+@pytest.mark.parametrize("kernel, instruction", [(_sum_prefetching, "prefetcht0"), (_sum_prefetching_l2, "prefetcht1")])
+def test_prefetch_is_a_hint_even_past_the_end(dtype, kernel, instruction):
     # a prefetch far past the array's end (here a million elements) must neither fault nor change a result, and on
-    # x86 it must compile to a prefetch instruction (not a load, which could fault)
+    # x86 it must compile to the prefetch instruction of its cache level (not a load, which could fault)
     a = np.arange(1, 101, dtype=dtype)
     for ahead in (0, 16, 1 << 20):
-        assert _sum_prefetching(a, ahead) == 5050.0
+        assert kernel(a, ahead) == 5050.0
     import platform
 
     if platform.machine() in ("x86_64", "AMD64"):
-        asm = _sum_prefetching.inspect_asm(_sum_prefetching.signatures[-1])
-        assert "prefetcht0" in asm
+        asm = kernel.inspect_asm(kernel.signatures[-1])
+        assert instruction in asm

@@ -177,6 +177,21 @@ def store_fence(typingctx):
     return types.void(), codegen
 
 
+def _prefetch_codegen(locality: int):
+    # llvm.prefetch(address, rw = 0 (read), locality, cache type = 1 (data)); x86: locality 3 -> prefetcht0,
+    # 2 -> prefetcht1
+    def codegen(context, builder, sig, args):
+        i8p = ir.IntType(8).as_pointer()
+        ptr = builder.bitcast(_element_pointer(context, builder, sig.args[0], args[0], args[1]), i8p)
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, locality), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return codegen
+
+
 @intrinsic
 def prefetch(typingctx, arr, idx):
     """A hint to bring the cache line of ``arr[idx]`` into the L1 cache (x86: ``prefetcht0``). A hint, not an access:
@@ -184,18 +199,16 @@ def prefetch(typingctx, arr, idx):
     distance ahead of where they read without bounds checks."""
     if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
         return None
+    return types.void(arr, idx), _prefetch_codegen(3)
 
-    def codegen(context, builder, sig, args):
-        i8p = ir.IntType(8).as_pointer()
-        ptr = builder.bitcast(_element_pointer(context, builder, sig.args[0], args[0], args[1]), i8p)
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
-        # read (0), locality 3 (keep in all cache levels), data cache (1)
-        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
 
-    return types.void(arr, idx), codegen
+@intrinsic
+def prefetch_l2(typingctx, arr, idx):
+    """As :func:`prefetch`, but into the L2 cache only (x86: ``prefetcht1``): for a stream read once, whose lines
+    need not wait in L1 (a core's L1 holds a few KB of a stream; the L2 the whole prefetch distance)."""
+    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
+        return None
+    return types.void(arr, idx), _prefetch_codegen(2)
 
 
 def _broadcast(builder, scalar, vt):
