@@ -185,10 +185,41 @@ def _build_kernels() -> dict[str, Any]:
     if not _KERNELS:
         from . import _gconv_kernels as k
 
-        for name in ("rows", "gather_ser", "gather_par", "scatter_ser", "scatter_par", "small_forward",
-                     "small_transpose"):
+        for name in ("rows", "gather_ser", "gather_par", "scatter_ser", "scatter_par"):
             _KERNELS[name] = getattr(k, name)
     return _KERNELS
+
+
+_SMALL_C: dict[Any, tuple] = {}
+_SMALL_LOCK = threading.Lock()
+
+
+def small_kernels(dtype: np.dtype) -> tuple:
+    """The small-layer (forward, transpose) kernels for float ``dtype`` as ctypes functions of eight arguments: the
+    plan's int64, int32 and float arrays (pointer, length each), then the weights' and the filter's data pointers
+    (forward: weights in, filter out; transpose: filter gradient in, weight gradient out). Compiled once per dtype
+    (numba ``cfunc``, cached on disk like the other kernels)."""
+    dtype = np.dtype(dtype)
+    pair = _SMALL_C.get(dtype)
+    if pair is None:
+        with _SMALL_LOCK:
+            pair = _SMALL_C.get(dtype)
+            if pair is None:
+                import ctypes
+
+                import numba
+                from numba import types as nt
+
+                from . import _gconv_kernels as k
+
+                ft = nt.CPointer(numba.from_dtype(dtype))
+                sig = nt.void(nt.CPointer(nt.int64), nt.int64, nt.CPointer(nt.int32), nt.int64, ft, nt.int64, ft, ft)
+                proto = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p, ctypes.c_int64] * 3 + [ctypes.c_void_p] * 2))
+                compiled = [numba.cfunc(sig, cache=True, fastmath=True)(f) for f in (k.small_forward_c,
+                                                                                    k.small_transpose_c)]
+                # the cfunc objects own the machine code: keep them alive with the ctypes functions
+                pair = _SMALL_C[dtype] = tuple(proto(c.address) for c in compiled) + tuple(compiled)
+    return pair
 
 
 # ---------------------------------------------------------------------------------------------------- plan
@@ -337,9 +368,7 @@ class GConvPlan:
 
             disp = _build_kernels()[name]
             x = np.zeros(1, dtype=self.flt.dtype)
-            args = {"rows": (x,), "small_forward": (x,), "small_transpose": (x.reshape(1, 1, 1, 1),)}.get(
-                name, (x, x, 1)
-            )
+            args = (x,) if name == "rows" else (x, x, 1)
             types = tuple(numba.typeof(a) for a in (self.i64, self.i32, self.flt) + args)
             entry = disp.overloads.get(types)
             if entry is None:
@@ -349,10 +378,26 @@ class GConvPlan:
         return entry
 
     def _small(self) -> tuple:
-        """Entry points of the one-call kernels (forward, transpose)."""
+        """The one-call kernels (forward, transpose) and the plan's own three arrays as their leading arguments."""
         if self._small_entries is None:
-            self._small_entries = (self._kernel("small_forward"), self._kernel("small_transpose"))
+            fwd, tr = small_kernels(self.flt.dtype)[:2]
+            head = tuple(x for a in (self.i64, self.i32, self.flt) for x in (a.ctypes.data, a.size))
+            self._small_entries = (fwd, tr, head)
         return self._small_entries
+
+    def small_forward(self, w: torch.Tensor) -> torch.Tensor:
+        """Small layers: the filter from contiguous ``(dim,)`` weights of the plan's dtype, in one kernel call."""
+        fwd, _, head = self._small()
+        out = torch.empty(self.shape, dtype=self.dtype)
+        fwd(*head, w.data_ptr(), out.data_ptr())
+        return out
+
+    def small_transpose(self, g: torch.Tensor) -> torch.Tensor:
+        """Small layers: the ``(dim,)`` weight gradient from a contiguous filter gradient, in one kernel call."""
+        _, tr, head = self._small()
+        gw = torch.empty(self.dim, dtype=self.dtype)
+        tr(*head, g.data_ptr(), gw.data_ptr())
+        return gw
 
     def _chunks(self) -> tuple[str, int]:
         import numba
@@ -373,7 +418,7 @@ class GConvPlan:
         """``(dim,)`` weights -> (filter ``(C_out, C_in, k, k)``, the rebuilt rows or ``None`` for small layers)."""
         w = w.detach()
         if self.small:
-            return torch.from_numpy(self._small()[0](self.i64, self.i32, self.flt, w.contiguous().numpy())), None
+            return self.small_forward(w.contiguous()), None
         # the filter from the CPU buffer pool (executors.cpu._pool): a training loop gets the previous step's released
         # filter back instead of faulting in fresh pages (about as long as the gather itself for a 6.5 MB filter)
         out = pooled_empty(self.shape, self.dtype)
@@ -392,7 +437,7 @@ class GConvPlan:
         """``(C_out, C_in, k, k)`` filter gradient -> ``(dim,)`` weight gradient (``brow``: rows from the forward)."""
         g = g.detach().reshape(self.shape).contiguous()
         if self.small:
-            return torch.from_numpy(self._small()[1](self.i64, self.i32, self.flt, g.numpy()))
+            return self.small_transpose(g)
         if brow is None:
             brow = self.rows()
         gpsi = workspace("gconv-gpsi", self.n_psi, g)
@@ -411,7 +456,7 @@ class _GConv(torch.autograd.Function):
         ctx.plan = plan
         if plan.small:  # lean path: one kernel call, no other torch op
             ctx.brow = None
-            return torch.from_numpy(plan._small()[0](plan.i64, plan.i32, plan.flt, w.numpy(force=True)))
+            return plan.small_forward(w)
         out, ctx.brow = plan.forward(w)
         return out
 
@@ -423,7 +468,7 @@ class _GConv(torch.autograd.Function):
             return _GConvTransposed.apply(g, ctx.plan), None
         plan = ctx.plan
         if plan.small and g.is_contiguous() and g.shape == plan.shape:
-            return torch.from_numpy(plan._small()[1](plan.i64, plan.i32, plan.flt, g.numpy())), None
+            return plan.small_transpose(g), None
         return plan.transpose(g, ctx.brow), None
 
 

@@ -348,79 +348,120 @@ def scatter_par(i64, i32, flt, g, gpsi, n_chunks):
 
 @numba.njit(cache=True, inline="always", fastmath=True)
 def _small_gemm(psi, p0, w, w0, brow, b0, F, D, RIS):
-    # psi[p0 + f RIS + j] = sum_e w[w0 + f D + e] brow[b0 + e RIS + j]: four vectors of j at a time (four independent
-    # accumulation chains over e, in registers), then single vectors, then the scalar tail
+    # psi[p0 + f RIS + j] = sum_e w[w0 + f D + e] brow[b0 + e RIS + j]: four rows f at a time, so that each loaded
+    # vector of brow feeds four independent accumulation chains (one per row), vectors of j then the scalar tail
     VW = vwidth(psi)
-    for f in range(F):
+    nv = RIS - RIS % VW
+    f = 0
+    while f < F:
+        nf = min(4, F - f)
         d0 = p0 + f * RIS
         wf = w0 + f * D
-        j = 0
-        while j + 4 * VW <= RIS:
-            a0 = vzero(psi)
-            a1 = vzero(psi)
-            a2 = vzero(psi)
-            a3 = vzero(psi)
-            for e in range(D):
-                we = w[wf + e]
-                r = b0 + e * RIS + j
-                a0 = vfma(a0, vload(brow, r), we)
-                a1 = vfma(a1, vload(brow, r + VW), we)
-                a2 = vfma(a2, vload(brow, r + 2 * VW), we)
-                a3 = vfma(a3, vload(brow, r + 3 * VW), we)
-            vstore(psi, d0 + j, a0)
-            vstore(psi, d0 + j + VW, a1)
-            vstore(psi, d0 + j + 2 * VW, a2)
-            vstore(psi, d0 + j + 3 * VW, a3)
-            j += 4 * VW
-        while j + VW <= RIS:
-            a0 = vzero(psi)
-            for e in range(D):
-                a0 = vfma(a0, vload(brow, b0 + e * RIS + j), w[wf + e])
-            vstore(psi, d0 + j, a0)
-            j += VW
-        while j < RIS:
-            t = 0.0
-            for e in range(D):
-                t += w[wf + e] * brow[b0 + e * RIS + j]
-            psi[d0 + j] = t
-            j += 1
+        if nf == 4:
+            for j in range(0, nv, VW):
+                a0 = vzero(psi)
+                a1 = vzero(psi)
+                a2 = vzero(psi)
+                a3 = vzero(psi)
+                for e in range(D):
+                    v = vload(brow, b0 + e * RIS + j)
+                    a0 = vfma(a0, v, w[wf + e])
+                    a1 = vfma(a1, v, w[wf + D + e])
+                    a2 = vfma(a2, v, w[wf + 2 * D + e])
+                    a3 = vfma(a3, v, w[wf + 3 * D + e])
+                vstore(psi, d0 + j, a0)
+                vstore(psi, d0 + RIS + j, a1)
+                vstore(psi, d0 + 2 * RIS + j, a2)
+                vstore(psi, d0 + 3 * RIS + j, a3)
+            for j in range(nv, RIS):
+                t0 = 0.0
+                t1 = 0.0
+                t2 = 0.0
+                t3 = 0.0
+                for e in range(D):
+                    x = brow[b0 + e * RIS + j]
+                    t0 += w[wf + e] * x
+                    t1 += w[wf + D + e] * x
+                    t2 += w[wf + 2 * D + e] * x
+                    t3 += w[wf + 3 * D + e] * x
+                psi[d0 + j] = t0
+                psi[d0 + RIS + j] = t1
+                psi[d0 + 2 * RIS + j] = t2
+                psi[d0 + 3 * RIS + j] = t3
+        else:
+            for q in range(nf):
+                dq = d0 + q * RIS
+                wq = wf + q * D
+                for j in range(0, nv, VW):
+                    a0 = vzero(psi)
+                    for e in range(D):
+                        a0 = vfma(a0, vload(brow, b0 + e * RIS + j), w[wq + e])
+                    vstore(psi, dq + j, a0)
+                for j in range(nv, RIS):
+                    t = 0.0
+                    for e in range(D):
+                        t += w[wq + e] * brow[b0 + e * RIS + j]
+                    psi[dq + j] = t
+        f += nf
 
 
 @numba.njit(cache=True, inline="always", fastmath=True)
 def _small_gemm_t(gw, w0, gpsi, p0, brow, b0, F, D, RIS):
-    # gw[w0 + f D + e] = sum_j gpsi[p0 + f RIS + j] brow[b0 + e RIS + j]: the transpose of _small_gemm, as dot products
-    # of whole vectors (a vector accumulator per e) plus the scalar tail
+    # gw[w0 + f D + e] = sum_j gpsi[p0 + f RIS + j] brow[b0 + e RIS + j]: the transpose of _small_gemm, as dot
+    # products: four e at a time against one row f (each loaded vector of gpsi feeds four chains), whole vectors of j
+    # then the scalar tail, one horizontal sum per dot product
     VW = vwidth(gpsi)
     nv = RIS - RIS % VW
     for f in range(F):
         g0 = p0 + f * RIS
-        for e in range(D):
-            r = b0 + e * RIS
-            acc = vzero(gpsi)
-            acc2 = vzero(gpsi)
-            j = 0
-            while j + 2 * VW <= nv:
-                acc = vfma(acc, vmul(vload(gpsi, g0 + j), vload(brow, r + j)), 1.0)
-                acc2 = vfma(acc2, vmul(vload(gpsi, g0 + j + VW), vload(brow, r + j + VW)), 1.0)
-                j += 2 * VW
-            if j < nv:
-                acc = vfma(acc, vmul(vload(gpsi, g0 + j), vload(brow, r + j)), 1.0)
-            t = vsum(vadd(acc, acc2))
-            for j2 in range(nv, RIS):
-                t += gpsi[g0 + j2] * brow[r + j2]
-            gw[w0 + f * D + e] = t
+        e = 0
+        while e < D:
+            if D - e >= 4:
+                r = b0 + e * RIS
+                a0 = vzero(gpsi)
+                a1 = vzero(gpsi)
+                a2 = vzero(gpsi)
+                a3 = vzero(gpsi)
+                for j in range(0, nv, VW):
+                    g = vload(gpsi, g0 + j)
+                    a0 = vadd(a0, vmul(g, vload(brow, r + j)))
+                    a1 = vadd(a1, vmul(g, vload(brow, r + RIS + j)))
+                    a2 = vadd(a2, vmul(g, vload(brow, r + 2 * RIS + j)))
+                    a3 = vadd(a3, vmul(g, vload(brow, r + 3 * RIS + j)))
+                t0 = vsum(a0)
+                t1 = vsum(a1)
+                t2 = vsum(a2)
+                t3 = vsum(a3)
+                for j in range(nv, RIS):
+                    x = gpsi[g0 + j]
+                    t0 += x * brow[r + j]
+                    t1 += x * brow[r + RIS + j]
+                    t2 += x * brow[r + 2 * RIS + j]
+                    t3 += x * brow[r + 3 * RIS + j]
+                gw[w0 + f * D + e] = t0
+                gw[w0 + f * D + e + 1] = t1
+                gw[w0 + f * D + e + 2] = t2
+                gw[w0 + f * D + e + 3] = t3
+                e += 4
+            else:
+                r = b0 + e * RIS
+                a0 = vzero(gpsi)
+                for j in range(0, nv, VW):
+                    a0 = vadd(a0, vmul(vload(gpsi, g0 + j), vload(brow, r + j)))
+                t = vsum(a0)
+                for j in range(nv, RIS):
+                    t += gpsi[g0 + j] * brow[r + j]
+                gw[w0 + f * D + e] = t
+                e += 1
 
 
-@numba.njit(cache=True, fastmath=True)
-def small_forward(i64, i32, flt, w):
-    # the whole expansion in one call: rows, psi = W @ rows per pair (loops), gather; returns the filter
+@numba.njit(cache=True, inline="always", fastmath=True)
+def _small_forward(i64, i32, flt, w, out):
+    # the whole expansion in one call: rows, psi = W @ rows per pair (loops), gather into ``out`` (the flat filter)
     meta, task_off, fstart, elem, tab, c_in, S, n_brow, n_psi = _unpack(i64, i32, flt)
-    k = i64[10]
-    if i64[11]:
-        out4 = np.empty((i64[9], c_in, k, k), dtype=flt.dtype)
-    else:
-        out4 = np.zeros((i64[9], c_in, k, k), dtype=flt.dtype)
-    out = out4.reshape(out4.size)
+    if not i64[11]:
+        for j in range(out.size):
+            out[j] = 0.0
     brow_buf = np.empty(n_brow, dtype=flt.dtype)
     brow = unmanaged(brow_buf)
     _rows(meta, elem, flt, S, brow)
@@ -437,14 +478,12 @@ def small_forward(i64, i32, flt, w):
     _gather(meta, task_off, fstart, tab, flt, c_in, S, psi, out, 0, task_off[-1])
     keepalive(brow_buf)
     keepalive(psi_buf)
-    return out4
 
 
-@numba.njit(cache=True, fastmath=True)
-def small_transpose(i64, i32, flt, g4):
+@numba.njit(cache=True, inline="always", fastmath=True)
+def _small_transpose(i64, i32, flt, g, gw):
+    # the transpose: rows, scatter of the filter gradient ``g`` (flat) into gpsi, gw = gpsi @ rows^T per pair
     meta, task_off, fstart, elem, tab, c_in, S, n_brow, n_psi = _unpack(i64, i32, flt)
-    g = g4.reshape(g4.size)
-    gw = np.empty(i64[12], dtype=flt.dtype)
     brow_buf = np.empty(n_brow, dtype=flt.dtype)
     brow = unmanaged(brow_buf)
     _rows(meta, elem, flt, S, brow)
@@ -460,4 +499,25 @@ def small_transpose(i64, i32, flt, g4):
         _small_gemm_t(gw, w0, gpsi, meta[p, 11], brow, b0, F, D, RIS)
     keepalive(brow_buf)
     keepalive(gpsi_buf)
-    return gw
+
+
+# The small-layer passes with a C calling convention (``numba.cfunc``, built per dtype by ``_gconv.small_kernels``):
+# called through ctypes with the plan's and the tensors' data pointers, they skip the boxing and unboxing of numba's
+# array arguments and the boxing of a returned array (about 5 us of the 7 us that an ``entry_point`` call of the
+# array-returning kernel took for the 2,304-entry C4 layer), which is most of a small layer's kernel time.
+def small_forward_c(i64p, n64, i32p, n32, fltp, nflt, wp, outp):
+    i64 = numba.carray(i64p, n64)
+    i32 = numba.carray(i32p, n32)
+    flt = numba.carray(fltp, nflt)
+    w = numba.carray(wp, i64[12])
+    out = numba.carray(outp, i64[9] * i64[5] * i64[6])
+    _small_forward(i64, i32, flt, w, out)
+
+
+def small_transpose_c(i64p, n64, i32p, n32, fltp, nflt, gp, gwp):
+    i64 = numba.carray(i64p, n64)
+    i32 = numba.carray(i32p, n32)
+    flt = numba.carray(fltp, nflt)
+    g = numba.carray(gp, i64[9] * i64[5] * i64[6])
+    gw = numba.carray(gwp, i64[12])
+    _small_transpose(i64, i32, flt, g, gw)
