@@ -47,6 +47,24 @@ _ASTR, _BSTR, _CSTR = 17, 18, 19
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
+def _copy_flat(src, s0, dst, d0, n):
+    # dst.flat[d0 : d0 + n] = src.flat[s0 : s0 + n] (different arrays) by vector loads and stores, the last vector
+    # moved back to end at n (it rewrites a few elements with the same values); shorter runs element by element.
+    # Written out because LLVM turns the element loop into a memcpy call, around which every live vector register is
+    # spilled and reloaded
+    VW = vwidth(dst)
+    if n < VW:
+        for u in range(n):
+            store_at(dst, d0 + u, load_at(src, s0 + u))
+        return
+    u = 0
+    while u + VW < n:
+        vstore(dst, d0 + u, vload(src, s0 + u))
+        u += VW
+    vstore(dst, d0 + n - VW, vload(src, s0 + n - VW))
+
+
+@numba.njit(fastmath=True, cache=True, inline="always")
 def _load_row(src, z, dst, segs, transpose):
     # row z of the 2-D src (global layout) into the item buffer dst (ir_mul order: X[u, i] at off + i * mul + u), by
     # flat element indices: no views (each would update a reference count, an atomic operation; a few dozen per item
@@ -56,8 +74,7 @@ def _load_row(src, z, dst, segs, transpose):
     n = src.shape[1]
     base = z * n
     if not transpose:
-        for r in range(n):
-            store_at(dst, r, load_at(src, base + r))
+        _copy_flat(src, base, dst, 0, n)
         return
     VW = vwidth(dst)
     for s in range(segs.shape[0]):
@@ -67,18 +84,19 @@ def _load_row(src, z, dst, segs, transpose):
         b = base + off
         nv = mul - mul % VW
         if d == 1:
-            for u in range(mul):
-                store_at(dst, off + u, load_at(src, b + u))
+            _copy_flat(src, b, dst, off, mul)
             continue
+        if nv and nv < mul:  # the last vector of channels moved back to end at mul (rewrites a few with the same values)
+            nv = mul
         if d == 3:
             for u in range(0, nv, VW):
-                vdeinterleave(src, b + 3 * u, 3, dst, off + u, mul)
+                vdeinterleave(src, b + 3 * min(u, mul - VW), 3, dst, off + min(u, mul - VW), mul)
         elif d == 5:
             for u in range(0, nv, VW):
-                vdeinterleave(src, b + 5 * u, 5, dst, off + u, mul)
+                vdeinterleave(src, b + 5 * min(u, mul - VW), 5, dst, off + min(u, mul - VW), mul)
         elif d == 7:
             for u in range(0, nv, VW):
-                vdeinterleave(src, b + 7 * u, 7, dst, off + u, mul)
+                vdeinterleave(src, b + 7 * min(u, mul - VW), 7, dst, off + min(u, mul - VW), mul)
         else:
             nv = 0
         for i in range(d):
@@ -93,8 +111,7 @@ def _store_row(src, dst, z, segs, transpose):
     n = dst.shape[1]
     base = z * n
     if not transpose:
-        for r in range(n):
-            store_at(dst, base + r, load_at(src, r))
+        _copy_flat(src, 0, dst, base, n)
         return
     VW = vwidth(src)
     for s in range(segs.shape[0]):
@@ -104,18 +121,19 @@ def _store_row(src, dst, z, segs, transpose):
         b = base + off
         nv = mul - mul % VW
         if d == 1:
-            for u in range(mul):
-                store_at(dst, b + u, load_at(src, off + u))
+            _copy_flat(src, off, dst, b, mul)
             continue
+        if nv and nv < mul:  # as in _load_row: the last vector of channels moved back to end at mul
+            nv = mul
         if d == 3:
             for u in range(0, nv, VW):
-                vinterleave(src, off + u, mul, 3, dst, b + 3 * u)
+                vinterleave(src, off + min(u, mul - VW), mul, 3, dst, b + 3 * min(u, mul - VW))
         elif d == 5:
             for u in range(0, nv, VW):
-                vinterleave(src, off + u, mul, 5, dst, b + 5 * u)
+                vinterleave(src, off + min(u, mul - VW), mul, 5, dst, b + 5 * min(u, mul - VW))
         elif d == 7:
             for u in range(0, nv, VW):
-                vinterleave(src, off + u, mul, 7, dst, b + 7 * u)
+                vinterleave(src, off + min(u, mul - VW), mul, 7, dst, b + 7 * min(u, mul - VW))
         else:
             nv = 0
         for i in range(d):
