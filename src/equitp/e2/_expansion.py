@@ -29,7 +29,7 @@ from ._fill import FillStructure, block_fill
 from ._folded import FoldedPlan, folded_expand, workspace
 from ._fused import FusedPlan, fused_available, fused_expand
 from ._gconv import _SMALL_MACS as _GCONV_SMALL_MACS
-from ._gconv import GConvPlan, gconv_expand, grid_orbits
+from ._gconv import GConvPlan, gconv_expand, gconv_expand_checked, grid_orbits
 from ._gspace import FieldType
 
 __all__ = ["LayerBasis", "layer_basis", "EXPANSIONS", "EXECUTORS", "COST_MODEL"]
@@ -592,11 +592,11 @@ class LayerBasis:
             weights: ``(dim,)``.
             executor: one of :data:`EXECUTORS`.
         """
-        if executor == "auto" and type(weights) is torch.Tensor and weights.device.type == "cpu":
+        if executor == "auto" and type(weights) is torch.Tensor and weights.is_cpu:
             fast = self._auto_plans.get(weights.dtype)  # fast path: the plan of auto's CPU kernel is built
             if fast is not None and weights.dim() == 1 and weights.shape[0] == self.dim:
-                if fast[1]:
-                    return gconv_expand(fast[0], weights)
+                if fast[1]:  # the plans are per dtype and the device is checked: skip gconv_expand's checks
+                    return gconv_expand_checked(fast[0], weights)
                 return fused_expand(fast[0], weights).view(self._filter_shape)
         self._check_weights(weights)
         if executor not in EXECUTORS:

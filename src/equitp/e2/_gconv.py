@@ -492,6 +492,12 @@ def gconv_expand(plan: GConvPlan, w: torch.Tensor) -> torch.Tensor:
     autograd (backward = the transposed kernel, differentiable again)."""
     if w.dtype != plan.dtype or w.device.type != "cpu":
         raise ValueError(f"the gconv block kernel needs {plan.dtype} CPU weights; got {w.dtype} on {w.device}")
+    return gconv_expand_checked(plan, w)
+
+
+def gconv_expand_checked(plan: GConvPlan, w: torch.Tensor) -> torch.Tensor:
+    """:func:`gconv_expand` for weights already known to be CPU tensors of the plan's dtype and ``(dim,)`` shape (the
+    layer's fast path, which has checked them)."""
     if not w.is_contiguous():
         w = w.contiguous()
     if w.requires_grad and torch.is_grad_enabled():
