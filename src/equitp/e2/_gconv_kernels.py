@@ -502,9 +502,10 @@ def _small_transpose(i64, i32, flt, g, gw):
 
 
 # The small-layer passes with a C calling convention (``numba.cfunc``, built per dtype by ``_gconv.small_kernels``):
-# called through ctypes with the plan's and the tensors' data pointers, they skip the boxing and unboxing of numba's
-# array arguments and the boxing of a returned array (about 5 us of the 7 us that an ``entry_point`` call of the
-# array-returning kernel took for the 2,304-entry C4 layer), which is most of a small layer's kernel time.
+# called through ctypes with the plan's and the tensors' data pointers, they skip the unboxing of numba's array
+# arguments and the boxing of a returned array: for the 2,304-entry C4 layer a forward call takes 6.0 us (the ctypes
+# call ~1.3 us, the result's torch.empty ~1.2 us, the work ~4.5 us) against 7.5 us for an ``entry_point`` call of
+# the array-taking, array-returning kernel.
 def small_forward_c(i64p, n64, i32p, n32, fltp, nflt, wp, outp):
     i64 = numba.carray(i64p, n64)
     i32 = numba.carray(i32p, n32)

@@ -50,8 +50,8 @@ _ASTR, _BSTR, _CSTR = 17, 18, 19
 def _copy_flat(src, s0, dst, d0, n):
     # dst.flat[d0 : d0 + n] = src.flat[s0 : s0 + n] (different arrays) by vector loads and stores, the last vector
     # moved back to end at n (it rewrites a few elements with the same values); shorter runs element by element.
-    # Written out because LLVM turns the element loop into a memcpy call, around which every live vector register is
-    # spilled and reloaded
+    # Written out because LLVM's vectorised element loop steps 32 elements at a time and copies the rest (16 of a
+    # 48-channel block) one by one
     VW = vwidth(dst)
     if n < VW:
         for u in range(n):
