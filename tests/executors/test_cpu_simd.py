@@ -7,8 +7,8 @@ import pytest
 numba = pytest.importorskip("numba")
 
 from equitp.executors.cpu._simd import (  # noqa: E402
-    keepalive, prefetch, prefetch_l2, store_fence, unmanaged, vadd, vdeinterleave, vfma, vinterleave, vinterleave_nt, vload, vmul,
-    vstore, vstore_nt, vtranspose, vwidth, vzero, wload, wstore, wtranspose, wwidth, wzero,
+    keepalive, prefetch, prefetch_l2, store_fence, unmanaged, vadd, vdeinterleave, vfma, vinterleave, vinterleave_nt,
+    vload, vmul, vstore, vstore_nt, vtranspose, vwidth, vzero, wload, wstore, wtranspose, wwidth, wzero,
 )
 
 

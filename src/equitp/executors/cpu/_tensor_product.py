@@ -90,13 +90,16 @@ def _load_row(src, z, dst, segs, transpose):
             nv = mul
         if d == 3:
             for u in range(0, nv, VW):
-                vdeinterleave(src, b + 3 * min(u, mul - VW), 3, dst, off + min(u, mul - VW), mul)
+                v = min(u, mul - VW)
+                vdeinterleave(src, b + 3 * v, 3, dst, off + v, mul)
         elif d == 5:
             for u in range(0, nv, VW):
-                vdeinterleave(src, b + 5 * min(u, mul - VW), 5, dst, off + min(u, mul - VW), mul)
+                v = min(u, mul - VW)
+                vdeinterleave(src, b + 5 * v, 5, dst, off + v, mul)
         elif d == 7:
             for u in range(0, nv, VW):
-                vdeinterleave(src, b + 7 * min(u, mul - VW), 7, dst, off + min(u, mul - VW), mul)
+                v = min(u, mul - VW)
+                vdeinterleave(src, b + 7 * v, 7, dst, off + v, mul)
         else:
             nv = 0
         for i in range(d):
@@ -127,13 +130,16 @@ def _store_row(src, dst, z, segs, transpose):
             nv = mul
         if d == 3:
             for u in range(0, nv, VW):
-                vinterleave(src, off + min(u, mul - VW), mul, 3, dst, b + 3 * min(u, mul - VW))
+                v = min(u, mul - VW)
+                vinterleave(src, off + v, mul, 3, dst, b + 3 * v)
         elif d == 5:
             for u in range(0, nv, VW):
-                vinterleave(src, off + min(u, mul - VW), mul, 5, dst, b + 5 * min(u, mul - VW))
+                v = min(u, mul - VW)
+                vinterleave(src, off + v, mul, 5, dst, b + 5 * v)
         elif d == 7:
             for u in range(0, nv, VW):
-                vinterleave(src, off + min(u, mul - VW), mul, 7, dst, b + 7 * min(u, mul - VW))
+                v = min(u, mul - VW)
+                vinterleave(src, off + v, mul, 7, dst, b + 7 * v)
         else:
             nv = 0
         for i in range(d):
@@ -1318,27 +1324,22 @@ PREFETCH_LINES = 48
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
-def _prefetch_row(Wrow, r, n):
+def _prefetch_row(Wrow, r, n, to_l2):
     # prefetch the weights PREFETCH_LINES lines ahead of the n elements read from Wrow[r]: one hint per 64-byte line
     # (one wide vector; rows narrower than a line give one hint each). Called only where the weights are per item and
     # stream from memory (a shared row stays in cache): the hardware prefetchers alone leave that stream idle while
     # the core computes (diffdock-l2 forward, two threads: 14.2-14.6 ms without, 12.9-13.1 ms with hints 3 KB ahead).
-    # Into L2 only (prefetcht1): the forward reads each line once, 3-4% faster than with the lines pulled into L1
-    # (prefetcht0) ahead of their use; the backward, whose weight-gradient rows stream out beside them, keeps
-    # prefetcht0 (_prefetch_row_l1: 6% slower with L2 hints)
+    # to_l2 (a literal at each call site, folded once inlined): into L2 only (prefetcht1), as the output micro-kernels
+    # do: the forward reads each line once, 3-4% faster than with the lines pulled into L1 ahead of their use;
+    # otherwise into L1 (prefetcht0), as the weight-gradient micro-kernels do (their gradient rows stream out beside
+    # the weights: 6% slower with L2 hints)
     L = wwidth(Wrow)
     d = r + PREFETCH_LINES * L
     for o in range(0, n, L):
-        prefetch_l2(Wrow, d + o)
-
-
-@numba.njit(fastmath=True, cache=True, inline="always")
-def _prefetch_row_l1(Wrow, r, n):
-    # _prefetch_row into L1 (prefetcht0), for the backward micro-kernels
-    L = wwidth(Wrow)
-    d = r + PREFETCH_LINES * L
-    for o in range(0, n, L):
-        prefetch(Wrow, d + o)
+        if to_l2:
+            prefetch_l2(Wrow, d + o)
+        else:
+            prefetch(Wrow, d + o)
 
 
 @numba.njit(fastmath=True, cache=True, inline="always")
@@ -1358,7 +1359,7 @@ def _uvw_out_vec3(Ob, r0, c_str, c_mul, T, t0, a_mul, Wrow, wbase, wa, MASK, str
         for a in range(a_mul):
             wr = wbase + a * wa
             if stream and c0 == 0:
-                _prefetch_row(Wrow, wr, c_mul)
+                _prefetch_row(Wrow, wr, c_mul, True)
             w = vload(Wrow, wr + o1)
             v = vload(Wrow, wr + o2)
             s0 = T[t0 + a]
@@ -1393,7 +1394,7 @@ def _uvw_out_wide1(Ob, r0, c0, T, t0, a_mul, Wrow, wbase, wa, stream):
     for a in range(a_mul):
         wr = wbase + a * wa + c0
         if stream:
-            _prefetch_row(Wrow, wr, 6 * VW)
+            _prefetch_row(Wrow, wr, 6 * VW, True)
         s = T[t0 + a]
         x0 = vfma(x0, vload(Wrow, wr), s)
         x1 = vfma(x1, vload(Wrow, wr + VW), s)
@@ -1431,8 +1432,8 @@ def _uvw_out_vec1(Ob, r0, c_mul, T, t0, a_mul, Wrow, wbase, wa, MASK, stream):
         while a + 1 < a_mul:
             wr = wbase + a * wa
             if first:
-                _prefetch_row(Wrow, wr + c0, c_mul - c0)
-                _prefetch_row(Wrow, wr + wa + c0, c_mul - c0)
+                _prefetch_row(Wrow, wr + c0, c_mul - c0, True)
+                _prefetch_row(Wrow, wr + wa + c0, c_mul - c0, True)
             s0 = T[t0 + a]
             s1 = T[t0 + a + 1]
             x0 = vfma(x0, vload(Wrow, wr + o1), s0)
@@ -1443,7 +1444,7 @@ def _uvw_out_vec1(Ob, r0, c_mul, T, t0, a_mul, Wrow, wbase, wa, MASK, stream):
         if a < a_mul:
             wr = wbase + a * wa
             if first:
-                _prefetch_row(Wrow, wr + c0, c_mul - c0)
+                _prefetch_row(Wrow, wr + c0, c_mul - c0, True)
             s0 = T[t0 + a]
             x0 = vfma(x0, vload(Wrow, wr + o1), s0)
             y0 = vfma(y0, vload(Wrow, wr + o2), s0)
@@ -1568,7 +1569,7 @@ def _uvw_grads_vec3(GWrow, Wrow, wbase, wa, Gb, r0, c_str, c_mul, T, t0, M, a_mu
             if need_m:
                 wr = wbase + a * wa
                 if stream and first:
-                    _prefetch_row_l1(Wrow, wr, c_mul)
+                    _prefetch_row(Wrow, wr, c_mul, False)
                 w1 = vmul(vload(Wrow, wr + o1), m1)
                 w2 = vmul(vload(Wrow, wr + o2), m2)
                 d0 = vsum(vadd(vmul(w1, g01), vmul(w2, g02)))
@@ -1618,7 +1619,7 @@ def _uvw_grads_wide1(GWrow, Wrow, wbase, wa, Gb, r0, c0, T, t0, M, a_mul, do_gw,
                 vstore(GWrow, wr + 5 * VW, vfma(vload(GWrow, wr + 5 * VW), g5, s))
         if need_m:
             if stream:
-                _prefetch_row_l1(Wrow, wr, 6 * VW)
+                _prefetch_row(Wrow, wr, 6 * VW, False)
             d01 = vadd(vmul(vload(Wrow, wr), g0), vmul(vload(Wrow, wr + VW), g1))
             d23 = vadd(vmul(vload(Wrow, wr + 2 * VW), g2), vmul(vload(Wrow, wr + 3 * VW), g3))
             d45 = vadd(vmul(vload(Wrow, wr + 4 * VW), g4), vmul(vload(Wrow, wr + 5 * VW), g5))
@@ -1654,7 +1655,7 @@ def _uvw_grads_vec1(GWrow, Wrow, wbase, wa, Gb, r0, c_mul, T, t0, M, a_mul, do_g
             if need_m:
                 wr = wbase + a * wa
                 if stream and first:
-                    _prefetch_row_l1(Wrow, wr, c_mul)
+                    _prefetch_row(Wrow, wr, c_mul, False)
                 d = vsum(vadd(vmul(vmul(vload(Wrow, wr + o1), m1), g1), vmul(vmul(vload(Wrow, wr + o2), m2), g2)))
                 if first:
                     M[t0 + a] = d
