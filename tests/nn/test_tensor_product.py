@@ -336,6 +336,38 @@ def test_inference_calls_skip_the_op_dispatch_only_where_nothing_must_see_the_op
     assert "tp_contract" in str(traced.graph)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_tensors_run_the_reference_executor():
+    """Until the GPU kernels exist, CUDA tensors take the reference executor: same outputs and gradients as the CPU
+    kernel, double backward through it, the module's weights and coefficients moved with ``.to``, and the CPU kernel
+    refusing CUDA tensors by name."""
+    torch.manual_seed(12)
+    for make in (
+        lambda b: equitp.FullyConnectedTensorProduct("3x0e+2x1o+1x2e", "0e+1o+2e", "2x0e+2x1o+1x2e", backend=b),
+        lambda b: equitp.channelwise_tensor_product("4x0e+4x1o", "0e+1o+2e", "4x0e+4x1o+4x2e", backend=b),
+    ):
+        cpu = make("cpu").double()
+        gpu = make(None).double().cuda()
+        gpu.load_state_dict(cpu.state_dict())
+        x = torch.randn(7, cpu.irreps_in1.dim, dtype=torch.float64, requires_grad=True)
+        y = torch.randn(7, cpu.irreps_in2.dim, dtype=torch.float64, requires_grad=True)
+        args = [x, y] if cpu.internal_weights else [x, y, torch.randn(7, cpu.weight_numel, dtype=torch.float64)]
+        gargs = [a.detach().cuda().requires_grad_() for a in args]
+        out_c, out_g = cpu(*args), gpu(*gargs)
+        assert out_g.device.type == "cuda"
+        torch.testing.assert_close(out_g.cpu(), out_c, rtol=TOL[torch.float64], atol=TOL[torch.float64])
+        gc = torch.autograd.grad(out_c.pow(2).sum(), args[:2])
+        gg = torch.autograd.grad(out_g.pow(2).sum(), gargs[:2])
+        for a, b in zip(gc, gg):
+            torch.testing.assert_close(b.cpu(), a, rtol=1e-9, atol=1e-9)
+        small = [a[:2].detach().requires_grad_() for a in gargs]
+        assert torch.autograd.gradgradcheck(lambda *a: gpu(*a), small, fast_mode=True)
+        with pytest.raises(ValueError, match="backend 'cpu' runs on cpu tensors only"):
+            make("cpu").double().cuda()(*gargs)
+    sh = equitp.spherical_harmonics([0, 1, 2, 3], torch.randn(5, 3, dtype=torch.float64).cuda(), normalize=True)
+    assert sh.device.type == "cuda"
+
+
 def test_nan_propagates():
     tp = equitp.channelwise_tensor_product("2x0e+2x1o", "0e+1o", "2x0e+2x1o", backend="cpu")
     x = torch.randn(3, tp.irreps_in1.dim)
