@@ -364,8 +364,10 @@ def test_cuda_tensors_run_the_reference_executor():
         assert torch.autograd.gradgradcheck(lambda *a: gpu(*a), small, fast_mode=True)
         with pytest.raises(ValueError, match="backend 'cpu' runs on cpu tensors only"):
             make("cpu").double().cuda()(*gargs)
-    sh = equitp.spherical_harmonics([0, 1, 2, 3], torch.randn(5, 3, dtype=torch.float64).cuda(), normalize=True)
+    r = torch.randn(5, 3, dtype=torch.float64)
+    sh = equitp.spherical_harmonics([0, 1, 2, 3], r.cuda(), normalize=True)
     assert sh.device.type == "cuda"
+    torch.testing.assert_close(sh.cpu(), equitp.spherical_harmonics([0, 1, 2, 3], r, normalize=True))
 
 
 def test_nan_propagates():
